@@ -1,0 +1,242 @@
+"""The Python API of one run: scenario in, tables and summary out, results written to a folder.
+
+:func:`simulate` wires a :class:`~clustersim.config.Scenario` together (one
+``numpy.random.Generator`` seeded from ``scenario.seed``, the workload, the
+cluster, the policy, the engine) and returns a :class:`RunResult`.
+:func:`write_results` stores it as ``jobs.parquet``, ``utilization.parquet``,
+``summary.json`` and ``config.yaml``; plots are drawn from those files by
+:mod:`clustersim.plots`, never from live objects.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from clustersim import __version__
+from clustersim.config import Scenario, scenario_to_yaml
+from clustersim.engine import Engine, EngineResult
+from clustersim.errors import ClusterSimError, ConfigError
+from clustersim.metrics import job_table, summarize
+from clustersim.schedulers.placement import get_placement
+from clustersim.schedulers.registry import create_scheduler
+from clustersim.topology import Cluster, build_cluster
+from clustersim.workload.job import Job
+from clustersim.workload.loaders import LoadReport, load_workload
+
+
+@dataclass
+class RunResult:
+    """Everything one run produced."""
+
+    scenario: Scenario
+    cluster: Cluster
+    engine: EngineResult
+    jobs: dict[str, Any]
+    summary: dict[str, Any]
+    load: LoadReport
+    skipped: list[str] = field(default_factory=list)
+
+
+def check_widths(jobs: list[Job], cluster: Cluster, source: str) -> list[tuple[Job, str]]:
+    """Jobs that can never run on ``cluster`` with the reason (wider than it, or absent type)."""
+    per_type: dict[str, int] = {}
+    for n in range(cluster.num_nodes):
+        per_type[cluster.node_type[n]] = per_type.get(cluster.node_type[n], 0) + cluster.node_size[n]
+    bad: list[tuple[Job, str]] = []
+    for j in jobs:
+        if j.device_type is None:
+            if j.num_gpus > cluster.num_devices:
+                bad.append((j, f"asks for {j.num_gpus} devices; the cluster has "
+                               f"{cluster.num_devices}"))
+        elif j.device_type not in per_type:
+            bad.append((j, f"needs device type '{j.device_type}', which the cluster lacks "
+                           f"(it has {', '.join(sorted(per_type))})"))
+        elif j.num_gpus > per_type[j.device_type]:
+            bad.append((j, f"asks for {j.num_gpus} {j.device_type} devices; the cluster has "
+                           f"{per_type[j.device_type]}"))
+    return bad
+
+
+def simulate(scenario: Scenario, progress: bool = False) -> RunResult:
+    """Run ``scenario`` once. Same scenario and seed give identical tables."""
+    rng = np.random.default_rng(scenario.seed)
+    cluster = build_cluster(scenario)
+    jobs, report = load_workload(scenario, rng)
+    if not jobs:
+        raise ConfigError(f"workload {report.source}: no jobs left after filtering "
+                          f"(dropped: {report.dropped or 'none'})")
+    bad = check_widths(jobs, cluster, report.source)
+    if bad and scenario.workload.oversized == "reject":
+        j, why = bad[0]
+        more = f" (and {len(bad) - 1} more)" if len(bad) > 1 else ""
+        raise ConfigError(
+            f"{report.source}: job '{j.id}' {why}{more}. Use a larger cluster, or set "
+            "'workload.oversized: skip' to leave such jobs out and count them"
+        )
+    sched_cfg = scenario.scheduler
+    scheduler = create_scheduler(sched_cfg.name, dict(sched_cfg.params))
+    placement = get_placement(sched_cfg.placement)
+    speed_model = None
+    if scenario.cluster.network == "topology":
+        try:
+            from clustersim.perf import speed_model_for  # type: ignore[import-not-found]
+        except ImportError:
+            raise ConfigError("cluster.network: 'topology' needs the communication speed model "
+                              "(clustersim.perf), which this version lacks; use 'ideal'") from None
+        speed_model = speed_model_for(scenario, cluster)
+    kwargs: dict[str, Any] = {}
+    if speed_model is not None:
+        kwargs["speed_model"] = speed_model
+    engine = Engine(
+        cluster, jobs, scheduler, placement,
+        checkpoint_s=scenario.preemption.checkpoint_s,
+        restore_s=scenario.preemption.restore_s,
+        horizon=scenario.horizon,
+        interval=sched_cfg.interval,
+        progress=progress,
+        policy_name=sched_cfg.name,
+        **kwargs,
+    )
+    skipped = [j.id for j, _ in bad]
+    engine.mark_skipped(skipped)
+    try:
+        raw = engine.run()
+    except ClusterSimError as exc:
+        partial = getattr(exc, "partial", None)
+        if isinstance(partial, EngineResult):
+            exc.partial = _assemble(scenario, cluster, partial, report, skipped)  # type: ignore[attr-defined]
+        raise
+    return _assemble(scenario, cluster, raw, report, skipped)
+
+
+def _assemble(scenario: Scenario, cluster: Cluster, raw: EngineResult, report: LoadReport,
+              skipped: list[str]) -> RunResult:
+    table = job_table(raw.records)
+    summary = summarize(table, raw.util_t, raw.util_milli, raw.capacity, raw.start_time,
+                        raw.end_time)
+    summary.update({
+        "scenario": scenario.name,
+        "scheduler": scenario.scheduler.name,
+        "placement": scenario.scheduler.placement,
+        "seed": scenario.seed,
+        "devices": cluster.num_devices,
+        "stopped_by": raw.stopped_by,
+        "events": raw.events,
+        "scheduler_passes": raw.passes,
+        "trace_rows": report.rows,
+        "trace_dropped": dict(report.dropped),
+        "notes": list(raw.notes),
+        "wall_s": raw.wall_s,
+    })
+    return RunResult(scenario, cluster, raw, table, summary, report, skipped)
+
+
+def _metadata(result: RunResult) -> dict[str, str]:
+    return {
+        "clustersim_version": __version__,
+        "scenario": result.scenario.name,
+        "seed": str(result.scenario.seed),
+        "python": platform.python_version(),
+        "config_yaml": scenario_to_yaml(result.scenario),
+    }
+
+
+def write_results(result: RunResult, out: str | Path, fmt: str = "parquet") -> Path:
+    """Write the run's tables to ``out`` atomically (a temp folder renamed into place)."""
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    try:
+        meta = _metadata(result)
+        util = {
+            "time": result.engine.util_t,
+            "allocated_devices": result.engine.util_milli / 1000.0,
+            "queue_length": result.engine.queue_len,
+            "running_jobs": result.engine.running,
+        }
+        if fmt == "parquet":
+            _write_parquet(tmp / "jobs.parquet", result.jobs, meta)
+            _write_parquet(tmp / "utilization.parquet", util, {**meta, "capacity":
+                           str(result.engine.capacity)})
+        elif fmt == "csv":
+            _write_csv(tmp / "jobs.csv", result.jobs)
+            _write_csv(tmp / "utilization.csv", util)
+        else:
+            raise ConfigError(f"unknown output format '{fmt}' (parquet or csv)")
+        (tmp / "summary.json").write_text(json.dumps(result.summary, indent=2, sort_keys=False)
+                                          + "\n")
+        (tmp / "config.yaml").write_text(scenario_to_yaml(result.scenario))
+        if out.exists():
+            backup = out.with_name(f".{out.name}.old")
+            if backup.exists():
+                shutil.rmtree(backup)
+            os.replace(out, backup)
+            os.replace(tmp, out)
+            shutil.rmtree(backup)
+        else:
+            os.replace(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return out
+
+
+def _write_parquet(path: Path, cols: dict[str, Any], meta: dict[str, str]) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    arrays = {}
+    for k, v in cols.items():
+        arrays[k] = pa.array(v) if not isinstance(v, np.ndarray) else pa.array(v)
+    table = pa.table(arrays)
+    table = table.replace_schema_metadata({f"clustersim.{k}": v for k, v in meta.items()})
+    pq.write_table(table, path)
+
+
+def _write_csv(path: Path, cols: dict[str, Any]) -> None:
+    import csv
+
+    keys = list(cols)
+    n = len(cols[keys[0]]) if keys else 0
+    with path.open("w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(keys)
+        for i in range(n):
+            row = []
+            for k in keys:
+                v = cols[k][i]
+                row.append(" ".join(map(str, v)) if isinstance(v, list) else
+                           (v.item() if hasattr(v, "item") else v))
+            w.writerow(row)
+
+
+def read_table(path: str | Path) -> dict[str, np.ndarray]:
+    """Read a results table (parquet or csv) as numpy columns."""
+    p = Path(path)
+    if p.suffix == ".parquet":
+        import pyarrow.parquet as pq
+
+        t = pq.read_table(p)
+        return {name: t.column(name).to_numpy(zero_copy_only=False) for name in t.column_names}
+    import csv
+
+    with p.open(newline="") as fh:
+        rows = list(csv.reader(fh))
+    header, body = rows[0], rows[1:]
+    out: dict[str, np.ndarray] = {}
+    for i, name in enumerate(header):
+        col = [r[i] for r in body]
+        try:
+            out[name] = np.array([float(x) if x != "" else np.nan for x in col])
+        except ValueError:
+            out[name] = np.array(col, dtype=object)
+    return out

@@ -1,0 +1,451 @@
+"""The discrete-event engine: owns simulated time, every state change, and the invariants.
+
+This is the only module that imports simpy. Events are simpy timeouts with
+callbacks (no per-job processes): job arrivals (one chained timeout per
+distinct arrival instant), completions (one per run segment; a stale one is
+recognised by the job's ``epoch`` and ignored), checkpoint ends, scheduler
+wake-ups and the optional round interval. After every batch of events at one
+instant the scheduler runs once (a zero-delay timeout queued behind the
+events already scheduled for that instant).
+
+Each action a policy produces is validated before it is applied: the job must
+exist and be in the right state, a gang gets exactly the devices it asked for,
+of its device type, none over-booked or down. A violation stops the run with
+a :class:`~clustersim.errors.SchedulerError` naming the policy, the job and the
+devices; the partial result so far rides on the exception as ``.partial``.
+
+Per-event work is O(k + log N) for a job of k devices on N nodes (see
+:mod:`clustersim.state`); the utilization series is recorded at change
+points, so integrating it is exact.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import simpy
+
+from clustersim.errors import ClusterSimError, SchedulerError, SimulationError
+from clustersim.schedulers.base import (
+    ClusterView,
+    JobRecord,
+    JobState,
+    PlacementFn,
+    Preempt,
+    Scheduler,
+    Start,
+    WakeUp,
+)
+from clustersim.state import FULL, CapacityError, ClusterState
+from clustersim.topology import Cluster
+from clustersim.workload.job import Job
+
+SpeedModel = Callable[[Job, tuple[int, ...], Cluster], float]
+"""Speed (0 < s <= 1) of ``job`` on ``devices``; work advances ``s`` seconds per second."""
+
+
+def ideal_speed(job: Job, devices: tuple[int, ...], cluster: Cluster) -> float:
+    """``network: ideal``: placement never slows a job."""
+    return 1.0
+
+
+@dataclass
+class EngineResult:
+    """Raw tables recorded by one run (metrics are computed from these)."""
+
+    records: list[JobRecord]
+    util_t: np.ndarray  # change-point times (s)
+    util_milli: np.ndarray  # allocated milli-devices from util_t[i] to util_t[i+1]
+    queue_len: np.ndarray  # waiting jobs from util_t[i]
+    running: np.ndarray  # running jobs from util_t[i]
+    capacity: int
+    end_time: float
+    start_time: float
+    events: int
+    passes: int
+    wall_s: float
+    stopped_by: str  # "drained" | "horizon" | "stalled" | "error"
+    notes: list[str] = field(default_factory=list)
+
+
+class Engine:
+    """Runs jobs on a cluster under a scheduling policy. Use :meth:`run` once."""
+
+    def __init__(
+        self,
+        cluster: Cluster,
+        jobs: Sequence[Job],
+        scheduler: Scheduler,
+        placement: PlacementFn,
+        *,
+        speed_model: SpeedModel = ideal_speed,
+        checkpoint_s: float = 0.0,
+        restore_s: float = 0.0,
+        horizon: float | None = None,
+        interval: float | None = None,
+        progress: bool = False,
+        policy_name: str | None = None,
+    ) -> None:
+        self.cluster = cluster
+        self.state = ClusterState(cluster)
+        self.scheduler = scheduler
+        self.policy = policy_name or scheduler.name
+        self.placement = placement
+        self.speed_model = speed_model
+        self.checkpoint_s = checkpoint_s
+        self.restore_s = restore_s
+        self.horizon = horizon
+        self.interval = interval
+        self.progress = progress
+        ordered = sorted(jobs, key=lambda j: (j.submit_time, j.seq))
+        self.records: dict[str, JobRecord] = {}
+        for i, j in enumerate(ordered):
+            if j.id in self.records:
+                raise ClusterSimError(f"duplicate job id '{j.id}' in the workload")
+            self.records[j.id] = JobRecord(j, i)
+        self._arrivals: list[JobRecord] = list(self.records.values())
+        self.queue: dict[str, JobRecord] = {}
+        self._queue_sorted = True
+        self.running: dict[str, JobRecord] = {}
+        self.view = ClusterView(self)
+        self.env = simpy.Environment(initial_time=ordered[0].submit_time if ordered else 0.0)
+        self._pass_pending = False
+        self._in_pass = False
+        self._deferred_out: list[str] = []
+        self._deferred_in: list[JobRecord] = []
+        self._wakeups: set[float] = set()
+        self._done = 0
+        self._events = 0
+        self._passes = 0
+        self._t: list[float] = []
+        self._milli: list[int] = []
+        self._q: list[int] = []
+        self._r: list[int] = []
+        self._bar: Any = None
+
+    # ------------------------------------------------------------------ view support
+    @property
+    def now(self) -> float:
+        """Current simulated time."""
+        return float(self.env.now)
+
+    def iter_queue(self) -> Iterator[JobRecord]:
+        """Waiting jobs in FIFO order (used by :attr:`ClusterView.queue`)."""
+        if not self._queue_sorted:
+            self.queue = dict(sorted(self.queue.items(), key=lambda kv: kv[1].order))
+            self._queue_sorted = True
+        queued = JobState.QUEUED
+        return (r for r in self.queue.values() if r.state is queued)
+
+    def queue_length(self) -> int:
+        """Number of waiting jobs."""
+        return len(self.queue) - len(self._deferred_out)
+
+    # ------------------------------------------------------------------ recording
+    def _record(self) -> None:
+        now = self.env.now
+        milli = self.state.used_milli_total
+        q = len(self.queue) - len(self._deferred_out)
+        r = len(self.running)
+        if self._t and self._t[-1] == now:
+            self._milli[-1], self._q[-1], self._r[-1] = milli, q, r
+        elif not self._t or (self._milli[-1], self._q[-1], self._r[-1]) != (milli, q, r):
+            self._t.append(now)
+            self._milli.append(milli)
+            self._q.append(q)
+            self._r.append(r)
+
+    # ------------------------------------------------------------------ scheduling
+    def _request_pass(self) -> None:
+        if not self._pass_pending:
+            self._pass_pending = True
+            self.env.timeout(0).callbacks.append(self._run_pass)
+
+    def _run_pass(self, _ev: Any = None) -> None:
+        self._pass_pending = False
+        self._passes += 1
+        self._in_pass = True
+        try:
+            actions = self.scheduler.schedule(self.view)
+            if actions is not None:
+                for action in actions:
+                    self._apply(action)
+        except ClusterSimError:
+            raise
+        except Exception as exc:
+            raise SchedulerError(self.policy, f"raised {type(exc).__name__}: {exc}",
+                                 time=self.now) from exc
+        finally:
+            self._in_pass = False
+        for jid in self._deferred_out:
+            del self.queue[jid]
+        self._deferred_out.clear()
+        if self._deferred_in:
+            back, self._deferred_in = self._deferred_in, []
+            for rec in back:
+                self._enqueue(rec, requeue=True)
+            self._request_pass()
+        self._record()
+
+    def _apply(self, action: Any) -> None:
+        if isinstance(action, Start):
+            self._start(action)
+        elif isinstance(action, Preempt):
+            self._preempt(action.job)
+        elif isinstance(action, WakeUp):
+            self._wake_at(action.at)
+        else:
+            raise SchedulerError(self.policy, f"returned {action!r}, which is not an action "
+                                 "(Start, Preempt or WakeUp)", time=self.now)
+
+    def _start(self, action: Start) -> None:
+        rec = self.records.get(action.job)
+        devices = tuple(action.devices)
+        if rec is None:
+            raise SchedulerError(self.policy, "asked to start an unknown job", action.job,
+                                 devices, self.now)
+        if rec.state is not JobState.QUEUED:
+            raise SchedulerError(self.policy, f"asked to start a job that is {rec.state.value}",
+                                 rec.id, devices, self.now)
+        job = rec.job
+        if len(devices) != job.num_gpus:
+            raise SchedulerError(
+                self.policy,
+                f"gang needs exactly {job.num_gpus} devices, got {len(devices)}",
+                rec.id, devices, self.now,
+            )
+        if job.device_type is not None:
+            node_of, types = self.cluster.node_of, self.cluster.node_type
+            n = self.cluster.num_devices
+            wrong = [d for d in devices if 0 <= d < n and types[int(node_of[d])] != job.device_type]
+            if wrong:
+                raise SchedulerError(
+                    self.policy, f"job needs device type {job.device_type}; device {wrong[0]} is "
+                    f"{types[int(node_of[wrong[0]])]}", rec.id, devices, self.now)
+        try:
+            self.state.allocate(devices, job.gpu_milli)
+        except CapacityError as exc:
+            raise SchedulerError(self.policy, str(exc), rec.id, devices, self.now) from None
+        now = self.now
+        if self._in_pass:
+            self._deferred_out.append(rec.id)
+        else:
+            del self.queue[rec.id]
+        rec.state = JobState.RUNNING
+        rec.devices = devices
+        rec.epoch += 1
+        rec.run_start = now
+        rec.updated = now
+        if math.isnan(rec.first_start):
+            rec.first_start = now
+            rec.overhead_until = now
+        else:
+            rec.overhead_until = now + self.restore_s
+        speed = self.speed_model(job, devices, self.cluster)
+        if not (0.0 < speed <= 1.0 + 1e-9):
+            raise SimulationError(f"speed model returned {speed} for job '{rec.id}'")
+        rec.speed = speed
+        self.running[rec.id] = rec
+        delay = (rec.overhead_until - now) + rec.remaining / speed
+        epoch = rec.epoch
+        self.env.timeout(delay).callbacks.append(lambda _e: self._complete(rec, epoch))
+
+    def _preempt(self, jid: str) -> None:
+        rec = self.records.get(jid)
+        if rec is None:
+            raise SchedulerError(self.policy, "asked to preempt an unknown job", jid,
+                                 time=self.now)
+        if rec.state is not JobState.RUNNING:
+            raise SchedulerError(self.policy, f"asked to preempt a job that is {rec.state.value}",
+                                 jid, rec.devices, self.now)
+        now = self.now
+        rec.remaining = rec.remaining_at(now)
+        rec.attained += now - rec.updated
+        rec.updated = now
+        rec.epoch += 1
+        rec.preemptions += 1
+        del self.running[jid]
+        if self.checkpoint_s > 0:
+            rec.state = JobState.CHECKPOINTING
+            epoch = rec.epoch
+            self.env.timeout(self.checkpoint_s).callbacks.append(
+                lambda _e: self._checkpoint_done(rec, epoch))
+        else:
+            self._release(rec)
+            rec.state = JobState.QUEUED
+            if self._in_pass:
+                self._deferred_in.append(rec)
+            else:
+                self._enqueue(rec, requeue=True)
+
+    def _release(self, rec: JobRecord) -> None:
+        rec.run_time += self.now - rec.run_start
+        self.state.release(rec.devices, rec.job.gpu_milli)
+
+    def _checkpoint_done(self, rec: JobRecord, epoch: int) -> None:
+        self._events += 1
+        if rec.epoch != epoch or rec.state is not JobState.CHECKPOINTING:
+            return
+        self._release(rec)
+        rec.state = JobState.QUEUED
+        self._enqueue(rec, requeue=True)
+        self._request_pass()
+        self._record()
+
+    def _wake_at(self, at: float) -> None:
+        now = self.now
+        if not math.isfinite(at):
+            raise SchedulerError(self.policy, f"asked to wake up at t={at}", time=now)
+        at = max(at, now)
+        if at in self._wakeups:
+            return
+        self._wakeups.add(at)
+
+        def fire(_e: Any) -> None:
+            self._events += 1
+            self._wakeups.discard(at)
+            self._request_pass()
+
+        self.env.timeout(at - now).callbacks.append(fire)
+
+    # ------------------------------------------------------------------ events
+    def _enqueue(self, rec: JobRecord, requeue: bool = False) -> None:
+        if self.queue and not requeue:
+            pass
+        elif self.queue and rec.order < next(reversed(self.queue.values())).order:
+            self._queue_sorted = False
+        self.queue[rec.id] = rec
+        if requeue:
+            self.scheduler.on_requeue(rec, self.view)
+        else:
+            self.scheduler.on_submit(rec, self.view)
+
+    def _arrive(self, index: int) -> None:
+        arrivals = self._arrivals
+        t = arrivals[index].job.submit_time
+        i = index
+        n = len(arrivals)
+        while i < n and arrivals[i].job.submit_time == t:
+            rec = arrivals[i]
+            i += 1
+            self._events += 1
+            if rec.state is JobState.SKIPPED:
+                continue
+            rec.state = JobState.QUEUED
+            rec.updated = t
+            self._enqueue(rec)
+        if i < n:
+            nxt = i
+            self.env.timeout(arrivals[i].job.submit_time - t).callbacks.append(
+                lambda _e: self._arrive(nxt))
+        self._request_pass()
+
+    def _complete(self, rec: JobRecord, epoch: int) -> None:
+        self._events += 1
+        if rec.epoch != epoch or rec.state is not JobState.RUNNING:
+            return
+        now = self.now
+        rec.attained += now - rec.updated
+        rec.updated = now
+        rec.remaining = 0.0
+        rec.end = now
+        rec.state = JobState.DONE
+        rec.epoch += 1
+        self._release(rec)
+        del self.running[rec.id]
+        self._done += 1
+        self.scheduler.on_finish(rec, self.view)
+        if self._bar is not None and self._done % 512 == 0:
+            self._bar.update(512)
+            self._bar.set_postfix_str(f"t={now / 86400:.2f} d", refresh=False)
+        self._request_pass()
+        self._record()
+
+    def _tick(self, _e: Any = None) -> None:
+        if self._done + self._skipped >= len(self.records):
+            return
+        self._request_pass()
+        assert self.interval is not None
+        self.env.timeout(self.interval).callbacks.append(self._tick)
+
+    # ------------------------------------------------------------------ run
+    def run(self) -> EngineResult:
+        """Simulate until every job ended, the horizon, or nothing can happen any more."""
+        wall0 = time.perf_counter()
+        self._skipped = sum(1 for r in self._arrivals if r.state is JobState.SKIPPED)
+        start_time = float(self.env.now)
+        if self._arrivals:
+            self.env.timeout(0).callbacks.append(lambda _e: self._arrive(0))
+        if self.interval is not None:
+            self.env.timeout(self.interval).callbacks.append(self._tick)
+        if self.progress:
+            from tqdm import tqdm
+
+            self._bar = tqdm(total=len(self.records) - self._skipped, unit="job", delay=2.0,
+                             desc=f"simulating ({self.policy})", leave=False)
+        self._record()
+        stopped = "drained"
+        try:
+            if self.horizon is not None:
+                self.env.run(until=start_time + self.horizon)
+                if self._done + self._skipped < len(self.records):
+                    stopped = "horizon"
+            else:
+                self.env.run()
+        except ClusterSimError as exc:
+            exc.partial = self._result(wall0, start_time, "error")  # type: ignore[attr-defined]
+            raise
+        finally:
+            if self._bar is not None:
+                self._bar.close()
+        if stopped == "drained" and self._done + self._skipped < len(self.records):
+            stopped = "stalled"
+        self._record()
+        return self._result(wall0, start_time, stopped)
+
+    def _result(self, wall0: float, start_time: float, stopped: str) -> EngineResult:
+        now = self.now
+        notes: list[str] = []
+        for rec in self.running.values():  # cut open segments at the end of the run
+            rec.remaining = rec.remaining_at(now)
+            rec.attained += now - rec.updated
+            rec.run_time += now - rec.run_start
+            rec.run_start = now
+            rec.updated = now
+        if stopped == "stalled":
+            waiting = [r for r in self.records.values() if r.state is JobState.QUEUED]
+            sample = ", ".join(f"'{r.id}' ({r.num_gpus} x {r.job.device_type or 'any'})"
+                               for r in waiting[:3])
+            notes.append(
+                f"{len(waiting)} job(s) never started because nothing more could happen "
+                f"(no arrival, completion or wake-up left), e.g. {sample}: scheduler "
+                f"'{self.policy}' with this placement never placed them"
+            )
+        return EngineResult(
+            records=list(self.records.values()),
+            util_t=np.asarray(self._t, dtype=float),
+            util_milli=np.asarray(self._milli, dtype=np.int64),
+            queue_len=np.asarray(self._q, dtype=np.int64),
+            running=np.asarray(self._r, dtype=np.int64),
+            capacity=self.cluster.num_devices,
+            end_time=now,
+            start_time=start_time,
+            events=self._events,
+            passes=self._passes,
+            wall_s=time.perf_counter() - wall0,
+            stopped_by=stopped,
+            notes=notes,
+        )
+
+    def mark_skipped(self, job_ids: Sequence[str]) -> None:
+        """Leave these jobs out of the run (e.g. wider than the cluster); they are counted."""
+        for jid in job_ids:
+            self.records[jid].state = JobState.SKIPPED
+
+
+FULL_MILLI = FULL

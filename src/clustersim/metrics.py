@@ -1,0 +1,108 @@
+"""Metrics: pure functions over the tables a run recorded.
+
+Definitions (times in seconds):
+
+* **JCT** (job completion time) = end − submit, completed jobs only.
+* **wait** = JCT − time holding devices (all time queued, before the first
+  start and after preemptions); **queue delay** = first start − submit.
+* **makespan** = last completion − first submission.
+* **GPU utilization** = allocated device-seconds / (devices × (end − start of
+  the run)), where the allocation series is a step function integrated
+  exactly between change points; fractional shares count as their fraction.
+* Percentiles use numpy's default linear interpolation.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from clustersim.schedulers.base import JobRecord, JobState
+
+JOB_COLUMNS = (
+    "job_id", "submit_time", "num_gpus", "gpu_milli", "duration", "state", "first_start",
+    "end", "jct", "wait", "queue_delay", "run_time", "preemptions", "remaining", "devices",
+)
+
+
+def job_table(records: list[JobRecord]) -> dict[str, Any]:
+    """Column-oriented per-job table (numpy arrays, ``devices`` as lists)."""
+    n = len(records)
+    submit = np.fromiter((r.job.submit_time for r in records), float, n)
+    first = np.fromiter((r.first_start for r in records), float, n)
+    end = np.fromiter((r.end for r in records), float, n)
+    run_time = np.fromiter((r.run_time for r in records), float, n)
+    jct = end - submit
+    return {
+        "job_id": [r.job.id for r in records],
+        "submit_time": submit,
+        "num_gpus": np.fromiter((r.job.num_gpus for r in records), np.int64, n),
+        "gpu_milli": np.fromiter((r.job.gpu_milli for r in records), np.int64, n),
+        "duration": np.fromiter((r.job.duration for r in records), float, n),
+        "state": [r.state.value for r in records],
+        "first_start": first,
+        "end": end,
+        "jct": jct,
+        "wait": jct - run_time,
+        "queue_delay": first - submit,
+        "run_time": run_time,
+        "preemptions": np.fromiter((r.preemptions for r in records), np.int64, n),
+        "remaining": np.fromiter((r.remaining for r in records), float, n),
+        "devices": [list(r.devices) for r in records],
+    }
+
+
+def integrate_steps(t: np.ndarray, v: np.ndarray, t_end: float) -> float:
+    """Exact integral of the step function ``v[i]`` on ``[t[i], t[i+1])`` up to ``t_end``."""
+    if len(t) == 0:
+        return 0.0
+    edges = np.append(t, max(t_end, float(t[-1])))
+    return float(np.sum(v * np.diff(edges)))
+
+
+def allocated_device_seconds(util_t: np.ndarray, util_milli: np.ndarray, t_end: float) -> float:
+    """Device-seconds allocated over the run (fractional shares included)."""
+    return integrate_steps(util_t, util_milli.astype(float), t_end) / 1000.0
+
+
+def summarize(table: dict[str, Any], util_t: np.ndarray, util_milli: np.ndarray,
+              capacity: int, start_time: float, end_time: float) -> dict[str, Any]:
+    """The run summary (what ``summary.json`` holds, apart from run metadata)."""
+    done = np.array([s == JobState.DONE.value for s in table["state"]], dtype=bool)
+    skipped = np.array([s == JobState.SKIPPED.value for s in table["state"]], dtype=bool)
+    jct = table["jct"][done]
+    wait = table["wait"][done]
+
+    def stat(fn: Any, x: np.ndarray) -> float | None:
+        return float(fn(x)) if len(x) else None
+
+    span = end_time - start_time
+    alloc = allocated_device_seconds(util_t, util_milli, end_time)
+    last_end = float(np.max(table["end"][done])) if done.any() else None
+    first_submit = float(np.min(table["submit_time"])) if len(table["submit_time"]) else None
+    return {
+        "jobs_total": len(done),
+        "jobs_completed": int(done.sum()),
+        "jobs_skipped": int(skipped.sum()),
+        "jobs_unfinished": int((~done & ~skipped).sum()),
+        "avg_jct_s": stat(np.mean, jct),
+        "p50_jct_s": stat(np.median, jct),
+        "p99_jct_s": stat(lambda x: np.percentile(x, 99), jct),
+        "avg_wait_s": stat(np.mean, wait),
+        "p99_wait_s": stat(lambda x: np.percentile(x, 99), wait),
+        "avg_queue_delay_s": stat(np.mean, table["queue_delay"][done]),
+        "makespan_s": (last_end - first_submit)
+        if last_end is not None and first_submit is not None else None,
+        "gpu_utilization": alloc / (capacity * span) if span > 0 and capacity else 0.0,
+        "allocated_device_hours": alloc / 3600.0,
+        "preemptions": int(table["preemptions"].sum()),
+        "simulated_s": span,
+    }
+
+
+def jct_cdf(table: dict[str, Any]) -> tuple[np.ndarray, np.ndarray]:
+    """Sorted JCTs of completed jobs and their empirical CDF values."""
+    done = np.array([s == JobState.DONE.value for s in table["state"]], dtype=bool)
+    x = np.sort(table["jct"][done])
+    return x, np.arange(1, len(x) + 1) / max(len(x), 1)

@@ -1,0 +1,291 @@
+"""Device occupancy of a cluster and the index structures placement queries use.
+
+:class:`ClusterState` is the single source of truth for which device is used by
+how much (in milli-devices; 1000 = whole device). Only the engine mutates it,
+through :meth:`ClusterState.allocate` and :meth:`ClusterState.release`, which
+check every device first and raise :class:`CapacityError` on any
+over-allocation. Schedulers and placement policies read it.
+
+Per-event cost: an allocation or release of ``k`` devices touching ``m`` nodes
+costs O(k + m log N) for N nodes. Placement queries never scan all devices:
+
+* :class:`NodeIndex` keeps, per device type, a max segment tree over the
+  number of fully free devices per node (first-fit and most-free queries in
+  O(log N)) and one lazy min-heap of nodes per free count (best-fit in
+  O(G log N), G = largest node size);
+* partly used devices (fractional jobs) sit in a sorted list keyed by
+  ``(free_milli, device)`` for best-fit share placement in O(log n).
+"""
+
+from __future__ import annotations
+
+import heapq
+from bisect import bisect_left, insort
+from collections.abc import Iterable, Sequence
+
+from clustersim.errors import ClusterSimError
+from clustersim.topology import Cluster
+
+FULL = 1000
+
+
+class CapacityError(ClusterSimError):
+    """An allocation would over-book a device (the message names the device)."""
+
+
+class NodeIndex:
+    """Free-capacity index over a subset of nodes (all nodes, or those of one device type).
+
+    Positions are local (0..len(nodes)-1) in increasing global node order, so
+    "lowest position" means "lowest node id".
+    """
+
+    __slots__ = ("buckets", "free", "nodes", "partial", "pos_of", "size", "total", "tree")
+
+    def __init__(self, nodes: Sequence[int], free_counts: Sequence[int], max_size: int) -> None:
+        self.nodes: list[int] = list(nodes)
+        self.pos_of: dict[int, int] = {n: i for i, n in enumerate(self.nodes)}
+        n = len(self.nodes)
+        size = 1
+        while size < max(n, 1):
+            size *= 2
+        self.size = size
+        self.free: list[int] = [free_counts[nd] for nd in self.nodes]
+        self.total = sum(self.free)
+        self.tree: list[int] = [0] * (2 * size)
+        for i, v in enumerate(self.free):
+            self.tree[size + i] = v
+        for i in range(size - 1, 0, -1):
+            a, b = self.tree[2 * i], self.tree[2 * i + 1]
+            self.tree[i] = a if a >= b else b
+        self.buckets: list[list[int]] = [[] for _ in range(max_size + 1)]
+        for i, v in enumerate(self.free):
+            self.buckets[v].append(i)
+        for b in self.buckets:
+            heapq.heapify(b)
+        # partly used devices of these nodes: sorted (free_milli, device)
+        self.partial: list[tuple[int, int]] = []
+
+    # -- updates
+    def set_free(self, node: int, value: int) -> None:
+        """Set the fully-free device count of global ``node``."""
+        pos = self.pos_of[node]
+        old = self.free[pos]
+        if old == value:
+            return
+        self.total += value - old
+        self.free[pos] = value
+        i = self.size + pos
+        tree = self.tree
+        tree[i] = value
+        i >>= 1
+        while i:
+            a, b = tree[2 * i], tree[2 * i + 1]
+            m = a if a >= b else b
+            if tree[i] == m:
+                break
+            tree[i] = m
+            i >>= 1
+        heapq.heappush(self.buckets[value], pos)
+
+    # -- queries
+    @property
+    def max_free(self) -> int:
+        """Largest number of fully free devices on one node."""
+        return self.tree[1]
+
+    def first_with(self, k: int, start: int = 0) -> int:
+        """Lowest position >= ``start`` whose node has >= ``k`` free devices, or -1."""
+        if self.tree[1] < k or start >= len(self.nodes):
+            return -1
+        return self._first(1, 0, self.size, k, start)
+
+    def _first(self, i: int, lo: int, hi: int, k: int, start: int) -> int:
+        if hi <= start or self.tree[i] < k:
+            return -1
+        if hi - lo == 1:
+            return lo
+        mid = (lo + hi) // 2
+        r = self._first(2 * i, lo, mid, k, start)
+        if r >= 0:
+            return r
+        return self._first(2 * i + 1, mid, hi, k, start)
+
+    def argmax(self) -> int:
+        """Position of the node with the most free devices (lowest position on ties)."""
+        i = 1
+        tree = self.tree
+        while i < self.size:
+            i = 2 * i if tree[2 * i] >= tree[2 * i + 1] else 2 * i + 1
+        return i - self.size
+
+    def best_fit(self, k: int) -> int:
+        """Position of the node with the fewest free devices >= ``k`` (lowest on ties), or -1."""
+        if self.tree[1] < k:
+            return -1
+        free = self.free
+        for c in range(max(k, 1), len(self.buckets)):
+            b = self.buckets[c]
+            while b and free[b[0]] != c:
+                heapq.heappop(b)
+            if b:
+                return b[0]
+        return -1
+
+
+class ClusterState:
+    """Occupancy of every device, with fast placement indexes."""
+
+    def __init__(self, cluster: Cluster) -> None:
+        self.cluster = cluster
+        self.used: list[int] = [0] * cluster.num_devices
+        self.node_free: list[int] = list(cluster.node_size)
+        self.free_devices: list[list[int]] = [list(cluster.node_devices(n))
+                                              for n in range(cluster.num_nodes)]
+        self.free_total = cluster.num_devices
+        self.used_milli_total = 0
+        self.down: set[int] = set()
+        gmax = cluster.max_node_size
+        self.all = NodeIndex(range(cluster.num_nodes), self.node_free, gmax)
+        self.by_type: dict[str, NodeIndex] = {}
+        if len(cluster.device_types) > 1:
+            for t in cluster.device_types:
+                nodes = [n for n in range(cluster.num_nodes) if cluster.node_type[n] == t]
+                self.by_type[t] = NodeIndex(nodes, self.node_free, gmax)
+
+    # ------------------------------------------------------------------ reads
+    @property
+    def capacity(self) -> int:
+        """Number of devices in the cluster."""
+        return self.cluster.num_devices
+
+    def index_for(self, device_type: str | None) -> NodeIndex | None:
+        """The index of nodes a job of ``device_type`` may use (None: no such device here)."""
+        if device_type is None:
+            return self.all
+        if not self.by_type:
+            return self.all if device_type == self.cluster.device_types[0] else None
+        return self.by_type.get(device_type)
+
+    def free_on(self, node: int) -> list[int]:
+        """Fully free devices of ``node`` in increasing id order (do not modify)."""
+        return self.free_devices[node]
+
+    # ------------------------------------------------------------------ writes
+    def _node_changed(self, node: int) -> None:
+        v = self.node_free[node]
+        self.all.set_free(node, v)
+        if self.by_type:
+            self.by_type[self.cluster.node_type[node]].set_free(node, v)
+
+    def _index_partial(self, node: int) -> NodeIndex:
+        if self.by_type:
+            return self.by_type[self.cluster.node_type[node]]
+        return self.all
+
+    def check(self, devices: Sequence[int], milli: int) -> str | None:
+        """Why ``devices`` cannot take ``milli`` each, or None if they can."""
+        n = self.cluster.num_devices
+        seen: set[int] = set()
+        used = self.used
+        for d in devices:
+            if not (0 <= d < n):
+                return f"device {d} does not exist (cluster has devices 0..{n - 1})"
+            if d in seen:
+                return f"device {d} listed twice"
+            seen.add(d)
+            if d in self.down:
+                return f"device {d} is down"
+            if used[d] + milli > FULL:
+                return (f"device {d} is already in use ({used[d]}/1000 milli used, "
+                        f"{milli} asked)")
+        return None
+
+    def allocate(self, devices: Sequence[int], milli: int = FULL) -> None:
+        """Take ``milli`` of each device; raises :class:`CapacityError` if any is over-booked."""
+        problem = self.check(devices, milli)
+        if problem is not None:
+            raise CapacityError(problem)
+        node_of = self.cluster.node_of
+        touched: dict[int, list[int]] = {}
+        used = self.used
+        for d in devices:
+            before = used[d]
+            after = before + milli
+            used[d] = after
+            node = int(node_of[d])
+            if before == 0:
+                touched.setdefault(node, []).append(d)
+            else:
+                idx = self._index_partial(node)
+                del idx.partial[bisect_left(idx.partial, (FULL - before, d))]
+            if 0 < after < FULL:
+                insort(self._index_partial(node).partial, (FULL - after, d))
+        for node, devs in touched.items():
+            fl = self.free_devices[node]
+            if len(devs) == len(fl):
+                fl.clear()
+            else:
+                gone = set(devs)
+                fl[:] = [x for x in fl if x not in gone]
+            self.node_free[node] -= len(devs)
+            self.free_total -= len(devs)
+            self._node_changed(node)
+        self.used_milli_total += milli * len(devices)
+
+    def release(self, devices: Iterable[int], milli: int = FULL) -> None:
+        """Give back ``milli`` of each device."""
+        node_of = self.cluster.node_of
+        used = self.used
+        touched: dict[int, list[int]] = {}
+        count = 0
+        for d in devices:
+            count += 1
+            before = used[d]
+            after = before - milli
+            if after < 0:
+                raise CapacityError(f"device {d} released more than it held")
+            used[d] = after
+            node = int(node_of[d])
+            if 0 < before < FULL:
+                idx = self._index_partial(node)
+                del idx.partial[bisect_left(idx.partial, (FULL - before, d))]
+            if after == 0:
+                if d not in self.down:
+                    touched.setdefault(node, []).append(d)
+            elif after < FULL:
+                insort(self._index_partial(node).partial, (FULL - after, d))
+        for node, devs in touched.items():
+            fl = self.free_devices[node]
+            for d in devs:
+                insort(fl, d)
+            self.node_free[node] += len(devs)
+            self.free_total += len(devs)
+            self._node_changed(node)
+        self.used_milli_total -= milli * count
+
+    def set_down(self, devices: Iterable[int]) -> None:
+        """Remove idle ``devices`` from the free pool (failure); they must hold nothing."""
+        for d in devices:
+            if d in self.down:
+                continue
+            if self.used[d]:
+                raise CapacityError(f"device {d} is in use; release it before taking it down")
+            self.down.add(d)
+            node = int(self.cluster.node_of[d])
+            self.free_devices[node].remove(d)
+            self.node_free[node] -= 1
+            self.free_total -= 1
+            self._node_changed(node)
+
+    def set_up(self, devices: Iterable[int]) -> None:
+        """Return repaired ``devices`` to the free pool."""
+        for d in devices:
+            if d not in self.down:
+                continue
+            self.down.discard(d)
+            node = int(self.cluster.node_of[d])
+            insort(self.free_devices[node], d)
+            self.node_free[node] += 1
+            self.free_total += 1
+            self._node_changed(node)
