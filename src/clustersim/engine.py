@@ -122,10 +122,7 @@ class Engine:
         self._done = 0
         self._events = 0
         self._passes = 0
-        self._t: list[float] = []
-        self._milli: list[int] = []
-        self._q: list[int] = []
-        self._r: list[int] = []
+        self._series: list[tuple[float, int, int, int]] = []
         self._bar: Any = None
 
     # ------------------------------------------------------------------ view support
@@ -148,25 +145,31 @@ class Engine:
 
     # ------------------------------------------------------------------ recording
     def _record(self) -> None:
-        now = self.env.now
-        milli = self.state.used_milli_total
-        q = len(self.queue) - len(self._deferred_out)
-        r = len(self.running)
-        if self._t and self._t[-1] == now:
-            self._milli[-1], self._q[-1], self._r[-1] = milli, q, r
-        elif not self._t or (self._milli[-1], self._q[-1], self._r[-1]) != (milli, q, r):
-            self._t.append(now)
-            self._milli.append(milli)
-            self._q.append(q)
-            self._r.append(r)
+        self._series.append((self.env.now, self.state.used_milli_total,
+                             len(self.queue) - len(self._deferred_out), len(self.running)))
+
+    def _series_arrays(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """Change-point series: the last record of each instant, unchanged steps merged."""
+        if not self._series:
+            z = np.zeros(0)
+            return z, z.astype(np.int64), z.astype(np.int64), z.astype(np.int64)
+        a = np.array(self._series, dtype=float)
+        t = a[:, 0]
+        last_of_instant = np.append(t[1:] != t[:-1], True)
+        a = a[last_of_instant]
+        vals = a[:, 1:]
+        changed = np.append(True, (vals[1:] != vals[:-1]).any(axis=1))
+        a = a[changed]
+        return a[:, 0], a[:, 1].astype(np.int64), a[:, 2].astype(np.int64), a[:, 3].astype(
+            np.int64)
 
     # ------------------------------------------------------------------ scheduling
-    def _request_pass(self) -> None:
-        if not self._pass_pending:
-            self._pass_pending = True
-            self.env.timeout(0).callbacks.append(self._run_pass)
+    def _after_event(self) -> None:
+        """Run the pending pass if no other event is due at this instant (called by callbacks)."""
+        if self._pass_pending and self.env.peek() != self.env.now:
+            self._run_pass()
 
-    def _run_pass(self, _ev: Any = None) -> None:
+    def _run_pass(self) -> None:
         self._pass_pending = False
         self._passes += 1
         self._in_pass = True
@@ -189,8 +192,14 @@ class Engine:
             back, self._deferred_in = self._deferred_in, []
             for rec in back:
                 self._enqueue(rec, requeue=True)
-            self._request_pass()
+            self._pass_pending = True
         self._record()
+        if self._pass_pending:  # requeued jobs: one more pass at this instant
+            self.env.timeout(0).callbacks.append(self._zero_delay)
+
+    def _zero_delay(self, _ev: Any) -> None:
+        self._events += 1
+        self._after_event()
 
     def _apply(self, action: Any) -> None:
         if isinstance(action, Start):
@@ -231,7 +240,7 @@ class Engine:
             self.state.allocate(devices, job.gpu_milli)
         except CapacityError as exc:
             raise SchedulerError(self.policy, str(exc), rec.id, devices, self.now) from None
-        now = self.now
+        now = self.env.now
         if self._in_pass:
             self._deferred_out.append(rec.id)
         else:
@@ -252,8 +261,7 @@ class Engine:
         rec.speed = speed
         self.running[rec.id] = rec
         delay = (rec.overhead_until - now) + rec.remaining / speed
-        epoch = rec.epoch
-        self.env.timeout(delay).callbacks.append(lambda _e: self._complete(rec, epoch))
+        self.env.timeout(delay, (rec, rec.epoch)).callbacks.append(self._on_complete)
 
     def _preempt(self, jid: str) -> None:
         rec = self.records.get(jid)
@@ -273,8 +281,8 @@ class Engine:
         if self.checkpoint_s > 0:
             rec.state = JobState.CHECKPOINTING
             epoch = rec.epoch
-            self.env.timeout(self.checkpoint_s).callbacks.append(
-                lambda _e: self._checkpoint_done(rec, epoch))
+            self.env.timeout(self.checkpoint_s, (rec, epoch)).callbacks.append(
+                self._checkpoint_done)
         else:
             self._release(rec)
             rec.state = JobState.QUEUED
@@ -287,15 +295,15 @@ class Engine:
         rec.run_time += self.now - rec.run_start
         self.state.release(rec.devices, rec.job.gpu_milli)
 
-    def _checkpoint_done(self, rec: JobRecord, epoch: int) -> None:
+    def _checkpoint_done(self, ev: Any) -> None:
         self._events += 1
-        if rec.epoch != epoch or rec.state is not JobState.CHECKPOINTING:
-            return
-        self._release(rec)
-        rec.state = JobState.QUEUED
-        self._enqueue(rec, requeue=True)
-        self._request_pass()
-        self._record()
+        rec, epoch = ev.value
+        if rec.epoch == epoch and rec.state is JobState.CHECKPOINTING:
+            self._release(rec)
+            rec.state = JobState.QUEUED
+            self._enqueue(rec, requeue=True)
+            self._pass_pending = True
+        self._after_event()
 
     def _wake_at(self, at: float) -> None:
         now = self.now
@@ -309,7 +317,8 @@ class Engine:
         def fire(_e: Any) -> None:
             self._events += 1
             self._wakeups.discard(at)
-            self._request_pass()
+            self._pass_pending = True
+            self._after_event()
 
         self.env.timeout(at - now).callbacks.append(fire)
 
@@ -340,15 +349,21 @@ class Engine:
             rec.updated = t
             self._enqueue(rec)
         if i < n:
-            nxt = i
-            self.env.timeout(arrivals[i].job.submit_time - t).callbacks.append(
-                lambda _e: self._arrive(nxt))
-        self._request_pass()
+            self.env.timeout(arrivals[i].job.submit_time - t, i).callbacks.append(self._on_arrive)
+        self._pass_pending = True
+        self._after_event()
 
-    def _complete(self, rec: JobRecord, epoch: int) -> None:
+    def _on_arrive(self, ev: Any) -> None:
+        self._arrive(ev.value)
+
+    def _on_complete(self, ev: Any) -> None:
         self._events += 1
-        if rec.epoch != epoch or rec.state is not JobState.RUNNING:
-            return
+        rec, epoch = ev.value
+        if rec.epoch == epoch and rec.state is JobState.RUNNING:
+            self._complete(rec)
+        self._after_event()
+
+    def _complete(self, rec: JobRecord) -> None:
         now = self.now
         rec.attained += now - rec.updated
         rec.updated = now
@@ -363,15 +378,16 @@ class Engine:
         if self._bar is not None and self._done % 512 == 0:
             self._bar.update(512)
             self._bar.set_postfix_str(f"t={now / 86400:.2f} d", refresh=False)
-        self._request_pass()
-        self._record()
+        self._pass_pending = True
 
     def _tick(self, _e: Any = None) -> None:
+        self._events += 1
         if self._done + self._skipped >= len(self.records):
             return
-        self._request_pass()
         assert self.interval is not None
         self.env.timeout(self.interval).callbacks.append(self._tick)
+        self._pass_pending = True
+        self._after_event()
 
     # ------------------------------------------------------------------ run
     def run(self) -> EngineResult:
@@ -380,7 +396,7 @@ class Engine:
         self._skipped = sum(1 for r in self._arrivals if r.state is JobState.SKIPPED)
         start_time = float(self.env.now)
         if self._arrivals:
-            self.env.timeout(0).callbacks.append(lambda _e: self._arrive(0))
+            self.env.timeout(0, 0).callbacks.append(self._on_arrive)
         if self.interval is not None:
             self.env.timeout(self.interval).callbacks.append(self._tick)
         if self.progress:
@@ -426,12 +442,13 @@ class Engine:
                 f"(no arrival, completion or wake-up left), e.g. {sample}: scheduler "
                 f"'{self.policy}' with this placement never placed them"
             )
+        util_t, util_milli, queue_len, running = self._series_arrays()
         return EngineResult(
             records=list(self.records.values()),
-            util_t=np.asarray(self._t, dtype=float),
-            util_milli=np.asarray(self._milli, dtype=np.int64),
-            queue_len=np.asarray(self._q, dtype=np.int64),
-            running=np.asarray(self._r, dtype=np.int64),
+            util_t=util_t,
+            util_milli=util_milli,
+            queue_len=queue_len,
+            running=running,
             capacity=self.cluster.num_devices,
             end_time=now,
             start_time=start_time,

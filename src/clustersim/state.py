@@ -40,7 +40,7 @@ class NodeIndex:
     "lowest position" means "lowest node id".
     """
 
-    __slots__ = ("buckets", "free", "nodes", "partial", "pos_of", "size", "total", "tree")
+    __slots__ = ("buckets", "free", "max_size", "nodes", "partial", "pos_of", "size", "total", "tree")
 
     def __init__(self, nodes: Sequence[int], free_counts: Sequence[int], max_size: int) -> None:
         self.nodes: list[int] = list(nodes)
@@ -58,11 +58,9 @@ class NodeIndex:
         for i in range(size - 1, 0, -1):
             a, b = self.tree[2 * i], self.tree[2 * i + 1]
             self.tree[i] = a if a >= b else b
-        self.buckets: list[list[int]] = [[] for _ in range(max_size + 1)]
-        for i, v in enumerate(self.free):
-            self.buckets[v].append(i)
-        for b in self.buckets:
-            heapq.heapify(b)
+        # best-fit buckets are built on first use (only ``pack`` needs them)
+        self.max_size = max_size
+        self.buckets: list[list[int]] = []
         # partly used devices of these nodes: sorted (free_milli, device)
         self.partial: list[tuple[int, int]] = []
 
@@ -86,7 +84,8 @@ class NodeIndex:
                 break
             tree[i] = m
             i >>= 1
-        heapq.heappush(self.buckets[value], pos)
+        if self.buckets:
+            heapq.heappush(self.buckets[value], pos)
 
     # -- queries
     @property
@@ -96,20 +95,23 @@ class NodeIndex:
 
     def first_with(self, k: int, start: int = 0) -> int:
         """Lowest position >= ``start`` whose node has >= ``k`` free devices, or -1."""
-        if self.tree[1] < k or start >= len(self.nodes):
+        tree, size = self.tree, self.size
+        if tree[1] < k or start >= len(self.nodes):
             return -1
-        return self._first(1, 0, self.size, k, start)
-
-    def _first(self, i: int, lo: int, hi: int, k: int, start: int) -> int:
-        if hi <= start or self.tree[i] < k:
-            return -1
-        if hi - lo == 1:
-            return lo
-        mid = (lo + hi) // 2
-        r = self._first(2 * i, lo, mid, k, start)
-        if r >= 0:
-            return r
-        return self._first(2 * i + 1, mid, hi, k, start)
+        # climb from the leaf at ``start`` until a subtree to the right can satisfy k
+        i = size + start
+        if tree[i] >= k:
+            return start
+        while True:
+            if i & 1 == 0 and tree[i + 1] >= k:
+                i += 1
+                break
+            i >>= 1
+            if i <= 1:
+                return -1
+        while i < size:
+            i = 2 * i if tree[2 * i] >= k else 2 * i + 1
+        return i - size
 
     def argmax(self) -> int:
         """Position of the node with the most free devices (lowest position on ties)."""
@@ -124,6 +126,10 @@ class NodeIndex:
         if self.tree[1] < k:
             return -1
         free = self.free
+        if not self.buckets:
+            self.buckets = [[] for _ in range(self.max_size + 1)]
+            for i, v in enumerate(free):
+                self.buckets[v].append(i)
         for c in range(max(k, 1), len(self.buckets)):
             b = self.buckets[c]
             while b and free[b[0]] != c:
@@ -203,6 +209,43 @@ class ClusterState:
 
     def allocate(self, devices: Sequence[int], milli: int = FULL) -> None:
         """Take ``milli`` of each device; raises :class:`CapacityError` if any is over-booked."""
+        if milli != FULL:
+            self._allocate_shared(devices, milli)
+            return
+        used = self.used
+        n = len(used)
+        down = self.down
+        node_of = self.cluster.node_of
+        touched: dict[int, list[int]] = {}
+        for i, d in enumerate(devices):
+            if not (0 <= d < n) or used[d] or (down and d in down):
+                for x in devices[:i]:  # undo, then explain
+                    used[x] = 0
+                raise CapacityError(self.check(devices, milli) or f"device {d} unavailable")
+            used[d] = FULL
+            node = int(node_of[d])
+            lst = touched.get(node)
+            if lst is None:
+                touched[node] = [d]
+            else:
+                lst.append(d)
+        self._take_free(touched)
+        self.used_milli_total += FULL * len(devices)
+
+    def _take_free(self, touched: dict[int, list[int]]) -> None:
+        for node, devs in touched.items():
+            fl = self.free_devices[node]
+            k = len(devs)
+            if fl[:k] == devs:
+                del fl[:k]
+            else:
+                gone = set(devs)
+                fl[:] = [x for x in fl if x not in gone]
+            self.node_free[node] -= k
+            self.free_total -= k
+            self._node_changed(node)
+
+    def _allocate_shared(self, devices: Sequence[int], milli: int) -> None:
         problem = self.check(devices, milli)
         if problem is not None:
             raise CapacityError(problem)
@@ -221,16 +264,7 @@ class ClusterState:
                 del idx.partial[bisect_left(idx.partial, (FULL - before, d))]
             if 0 < after < FULL:
                 insort(self._index_partial(node).partial, (FULL - after, d))
-        for node, devs in touched.items():
-            fl = self.free_devices[node]
-            if len(devs) == len(fl):
-                fl.clear()
-            else:
-                gone = set(devs)
-                fl[:] = [x for x in fl if x not in gone]
-            self.node_free[node] -= len(devs)
-            self.free_total -= len(devs)
-            self._node_changed(node)
+        self._take_free(touched)
         self.used_milli_total += milli * len(devices)
 
     def release(self, devices: Iterable[int], milli: int = FULL) -> None:

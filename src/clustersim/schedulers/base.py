@@ -90,7 +90,9 @@ class JobRecord:
         "end",
         "epoch",
         "first_start",
+        "id",
         "job",
+        "num_gpus",
         "order",
         "overhead_until",
         "preemptions",
@@ -106,6 +108,8 @@ class JobRecord:
 
     def __init__(self, job: Job, order: int) -> None:
         self.job = job
+        self.id = job.id
+        self.num_gpus = job.num_gpus
         self.order = order  # FIFO position: (submit_time, trace seq) rank
         self.state = JobState.PENDING
         self.remaining = job.duration
@@ -123,17 +127,7 @@ class JobRecord:
         self.queue_level = 0  # free for policies that keep priority queues (e.g. LAS)
         self.queue_order = float(order)
 
-    # convenience proxies
-    @property
-    def id(self) -> str:
-        """Job id."""
-        return self.job.id
-
-    @property
-    def num_gpus(self) -> int:
-        """Devices requested."""
-        return self.job.num_gpus
-
+    # convenience proxies (``id`` and ``num_gpus`` are copied into slots for speed)
     @property
     def submit_time(self) -> float:
         """Arrival time (s)."""

@@ -26,8 +26,10 @@ Node rules (whole-device jobs, ``k`` devices):
     otherwise take the node with the most free devices (lowest id on ties)
     whole and repeat for the rest.
 ``spread``
-    One device at a time from the node with the most free devices (lowest id
-    on ties), spreading the job over as many nodes as possible.
+    Round robin over nodes: each round takes one device from every node that
+    still has free devices, visiting them by decreasing free count (lowest id
+    on ties), until ``k`` devices are collected, so the job spans as many
+    nodes as possible.
 """
 
 from __future__ import annotations
@@ -103,19 +105,26 @@ def _pack_nodes(idx: NodeIndex, state: ClusterState, k: int) -> list[int] | None
 
 def _spread_nodes(idx: NodeIndex, state: ClusterState, k: int) -> list[int] | None:
     out: list[int] = []
-    taken: dict[int, int] = {}  # position -> free count before this placement
+    original: dict[int, int] = {}  # position -> free count before this placement
+    left: dict[int, int] = {}  # position -> free count after the devices taken so far
     try:
         while len(out) < k:
-            if idx.max_free == 0:
-                return None
+            if idx.max_free == 0:  # round over: every node with devices left is eligible again
+                again = [(p, c) for p, c in left.items() if c > 0]
+                if not again:
+                    return None
+                for p, c in again:
+                    idx.set_free(idx.nodes[p], c)
+                continue
             pos = idx.argmax()
             f = idx.free[pos]
-            before = taken.setdefault(pos, f)
+            before = original.setdefault(pos, f)
             out.append(state.free_devices[idx.nodes[pos]][before - f])
-            idx.set_free(idx.nodes[pos], f - 1)
+            left[pos] = f - 1
+            idx.set_free(idx.nodes[pos], 0)  # one device per node per round
         return out
     finally:
-        for pos, f in taken.items():
+        for pos, f in original.items():
             idx.set_free(idx.nodes[pos], f)
 
 

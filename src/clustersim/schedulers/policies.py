@@ -22,7 +22,7 @@ among shapes that fit is exactly the job a linear scan would start next.
 from __future__ import annotations
 
 import heapq
-from bisect import bisect_right
+from bisect import bisect_left, bisect_right, insort
 from collections.abc import Iterator
 from typing import Any
 
@@ -39,6 +39,12 @@ from clustersim.schedulers.base import (
 from clustersim.schedulers.registry import register
 
 EPS = 1e-6
+
+
+def _need(rec: JobRecord) -> int:
+    """Whole devices a job holds against the device count (0 for fractional jobs)."""
+    j = rec.job
+    return j.num_gpus if j.gpu_milli >= 1000 else 0
 
 
 class _Shape:
@@ -269,8 +275,11 @@ class DiscretizedLAS(Scheduler):
         self.level: dict[str, int] = {}
         self.entry: dict[str, tuple[float, int]] = {}
         self.running: list[dict[str, JobRecord]] = [{} for _ in range(self.levels)]
+        self.run_need = [0] * self.levels  # whole devices held by running jobs, per queue
+        self.run_sorted: list[list[tuple[tuple[float, int], str, int]]] = [
+            [] for _ in range(self.levels)
+        ]  # running jobs of each queue in entry order
         self.crossings: list[tuple[float, int, int, str]] = []  # (time, order, epoch, id)
-        self._counter = 0
 
     def _service(self, rec: JobRecord, now: float) -> float:
         s = rec.attained_at(now)
@@ -284,14 +293,25 @@ class DiscretizedLAS(Scheduler):
         self.entry[job.id] = (job.submit_time, job.order)
         self.waiting[0].push(job, self.entry[job.id])
 
+    def _leave_running(self, job: JobRecord, lv: int) -> None:
+        if self.running[lv].pop(job.id, None) is not None:
+            self.run_need[lv] -= _need(job)
+            lst = self.run_sorted[lv]
+            del lst[bisect_left(lst, (self.entry[job.id], job.id))]  # ids are unique
+
+    def _enter_running(self, job: JobRecord, lv: int) -> None:
+        self.running[lv][job.id] = job
+        self.run_need[lv] += _need(job)
+        insort(self.run_sorted[lv], (self.entry[job.id], job.id, _need(job)))
+
     def on_requeue(self, job: JobRecord, view: ClusterView) -> None:
         lv = self.level[job.id]
-        self.running[lv].pop(job.id, None)
+        self._leave_running(job, lv)
         self.waiting[lv].push(job, self.entry[job.id])
 
     def on_finish(self, job: JobRecord, view: ClusterView) -> None:
         lv = self.level.pop(job.id)
-        self.running[lv].pop(job.id, None)
+        self._leave_running(job, lv)
         self.entry.pop(job.id, None)
 
     def _demote_due(self, now: float) -> None:
@@ -305,11 +325,10 @@ class DiscretizedLAS(Scheduler):
                 continue
             new = bisect_right(self.thresholds, self._service(rec, now) + EPS)
             if new > lv:
-                del self.running[lv][jid]
+                self._leave_running(rec, lv)
                 self.level[jid] = new
-                self._counter += 1
                 self.entry[jid] = (now, rec.order)
-                self.running[new][jid] = rec
+                self._enter_running(rec, new)
             self._push_crossing(rec, now)
 
     def _push_crossing(self, rec: JobRecord, now: float) -> None:
@@ -339,10 +358,7 @@ class DiscretizedLAS(Scheduler):
             yield WakeUp(t)
 
     def _pass(self, view: ClusterView, now: float) -> Iterator[Action]:
-        def need(r: JobRecord) -> int:
-            return 0 if r.job.is_shared else r.num_gpus
-
-        running_need = [sum(need(r) for r in lv.values()) for lv in self.running]
+        running_need = self.run_need
         left = view.free_count + sum(running_need)
         chosen: list[tuple[int, JobRecord]] = []
         preempt: list[JobRecord] = []
@@ -350,12 +366,12 @@ class DiscretizedLAS(Scheduler):
             if running_need[lv] <= left:
                 left -= running_need[lv]
             else:
-                ordered = sorted(self.running[lv].values(), key=lambda r: self.entry[r.id])
-                for r in ordered:
-                    if need(r) <= left:
-                        left -= need(r)
+                run = self.running[lv]
+                for _, jid, nd in self.run_sorted[lv]:
+                    if nd <= left:
+                        left -= nd
                     else:
-                        preempt.append(r)
+                        preempt.append(run[jid])
             q = self.waiting[lv]
             while q.size:
                 shape = q.best(left, set())
@@ -364,7 +380,7 @@ class DiscretizedLAS(Scheduler):
                 chosen.append((lv, q.pop(shape)))
                 left -= shape.need
         for r in preempt:
-            self.running[self.level[r.id]].pop(r.id, None)
+            self._leave_running(r, self.level[r.id])
             yield Preempt(r.id)
         for lv, rec in chosen:
             devices = view.place(rec)
@@ -372,5 +388,5 @@ class DiscretizedLAS(Scheduler):
                 self.waiting[lv].push(rec, self.entry[rec.id])
                 continue
             yield Start(rec.id, devices)
-            self.running[lv][rec.id] = rec
+            self._enter_running(rec, lv)
             self._push_crossing(rec, now)

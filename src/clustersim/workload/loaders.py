@@ -31,7 +31,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from clustersim.errors import TraceError
 from clustersim.workload.job import FULL_GPU_MILLI, Job
@@ -148,6 +148,21 @@ def load_csv(path: str | Path) -> tuple[list[Job], LoadReport]:
     return jobs, report
 
 
+def _header(path: Path, fh: Any, required: Sequence[str]) -> tuple[Any, dict[str, int]]:
+    reader = csv.reader(fh)
+    try:
+        header = [h.strip() for h in next(reader)]
+    except StopIteration:
+        raise TraceError(str(path), 1, None, "empty file, no header row") from None
+    for col in required:
+        if col not in header:
+            raise TraceError(
+                str(path), 1, col, "missing column",
+                f"the header must contain {', '.join(required)}; it has {', '.join(header)}",
+            )
+    return reader, {h: i for i, h in enumerate(header)}
+
+
 def load_philly(
     path: str | Path, virtual_clusters: Sequence[str] | None = None
 ) -> tuple[list[Job], LoadReport]:
@@ -156,22 +171,44 @@ def load_philly(
     report = LoadReport(str(p))
     wanted = set(virtual_clusters) if virtual_clusters else None
     raw: list[tuple[datetime, int, float, str, int]] = []
-    for line, row in _rows(p, PHILLY_COLUMNS):
-        report.rows += 1
-        vc = (row["cluster"] or "").strip()
-        if wanted is not None and vc not in wanted:
-            report.drop("other virtual cluster")
-            continue
-        ts = (row["timestamp"] or "").strip()
-        try:
-            when = datetime.fromisoformat(ts)
-        except ValueError:
-            raise TraceError(str(p), line, "timestamp", f"'{ts}' is not a date-time",
-                             "use YYYY-MM-DD HH:MM:SS") from None
-        gpus = int(_num(p, line, "num_gpus", row["num_gpus"], minimum=0, strict_min=True,
-                        integer=True))
-        dur = _num(p, line, "duration", row["duration"], minimum=0)
-        raw.append((when, gpus, dur, vc, line))
+    try:
+        fh = p.open(newline="", encoding="utf-8")
+    except FileNotFoundError:
+        raise TraceError(str(p), None, None, "file not found", "check the 'trace' path") from None
+    with fh:
+        reader, col = _header(p, fh, PHILLY_COLUMNS)
+        i_ts, i_dur, i_g, i_vc = (col[c] for c in PHILLY_COLUMNS)
+        width = len(col)
+        parse_time = datetime.fromisoformat
+        line = 1
+        for row in reader:
+            line = reader.line_num
+            if not row:
+                continue
+            report.rows += 1
+            if len(row) != width:
+                raise TraceError(str(p), line, None,
+                                 f"row has {len(row)} fields, header has {width}")
+            vc = row[i_vc].strip()
+            if wanted is not None and vc not in wanted:
+                report.drop("other virtual cluster")
+                continue
+            try:
+                when = parse_time(row[i_ts].strip())
+            except ValueError:
+                raise TraceError(str(p), line, "timestamp", f"'{row[i_ts]}' is not a date-time",
+                                 "use YYYY-MM-DD HH:MM:SS") from None
+            try:
+                gpus = int(row[i_g])
+                dur = float(row[i_dur])
+                ok = gpus > 0 and dur >= 0 and math.isfinite(dur)
+            except ValueError:
+                ok = False
+            if not ok:  # re-parse slowly for a precise message
+                gpus = int(_num(p, line, "num_gpus", row[i_g], minimum=0, strict_min=True,
+                                integer=True))
+                dur = _num(p, line, "duration", row[i_dur], minimum=0)
+            raw.append((when, gpus, dur, vc, line))
     if not raw:
         report.kept = 0
         return [], report

@@ -1,0 +1,43 @@
+"""Architecture rules, checked on the source: who may import what."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+SRC = Path(__file__).resolve().parents[1] / "src" / "clustersim"
+
+
+def imports(path: Path) -> set[str]:
+    tree = ast.parse(path.read_text())
+    out: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            out |= {a.name for a in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            out.add(node.module)
+    return out
+
+
+def test_only_engine_imports_simpy() -> None:
+    offenders = [p.relative_to(SRC) for p in SRC.rglob("*.py")
+                 if p.name != "engine.py" and any(m.split(".")[0] == "simpy" for m in imports(p))]
+    assert offenders == []
+    assert "simpy" in imports(SRC / "engine.py")
+
+
+def test_schedulers_never_import_engine_or_simpy() -> None:
+    for p in (SRC / "schedulers").rglob("*.py"):
+        mods = imports(p)
+        assert not any(m in ("clustersim.engine", "simpy") or m.startswith("simpy.")
+                       for m in mods), p
+
+
+def test_engine_never_imports_plots() -> None:
+    assert not any("plots" in m or "matplotlib" in m for m in imports(SRC / "engine.py"))
+
+
+def test_every_module_has_a_docstring() -> None:
+    missing = [p.relative_to(SRC) for p in SRC.rglob("*.py")
+               if ast.get_docstring(ast.parse(p.read_text())) is None]
+    assert missing == []
