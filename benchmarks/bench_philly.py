@@ -27,21 +27,28 @@ def one(policy: str, trace: str, nodes: int) -> dict[str, object]:
     from clustersim.config import validate_scenario
 
     t_import = time.perf_counter() - t0
-    sc = validate_scenario({
-        "name": f"bench-philly-{policy}", "seed": 0,
-        "cluster": {"nodes": nodes, "gpus_per_node": 8, "device": "V100"},
-        "workload": {"trace": trace, "format": "philly"},
-        "scheduler": {"name": policy},
-    })
+    sc = validate_scenario(
+        {
+            "name": f"bench-philly-{policy}",
+            "seed": 0,
+            "cluster": {"nodes": nodes, "gpus_per_node": 8, "device": "V100"},
+            "workload": {"trace": trace, "format": "philly"},
+            "scheduler": {"name": policy},
+        }
+    )
     res = simulate(sc)
     total = time.perf_counter() - t0
     n = res.summary["jobs_completed"]
     return {
-        "policy": policy, "jobs": n, "import_s": round(t_import, 3),
-        "engine_s": round(res.engine.wall_s, 3), "total_s": round(total, 3),
+        "policy": policy,
+        "jobs": n,
+        "import_s": round(t_import, 3),
+        "engine_s": round(res.engine.wall_s, 3),
+        "total_s": round(total, 3),
         "jobs_per_s_engine": round(n / res.engine.wall_s),
         "jobs_per_s_in_process": round(n / total),
-        "events": res.summary["events"], "passes": res.summary["scheduler_passes"],
+        "events": res.summary["events"],
+        "passes": res.summary["scheduler_passes"],
         "avg_jct_s": round(res.summary["avg_jct_s"], 1),
         "gpu_utilization": round(res.summary["gpu_utilization"], 4),
         "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
@@ -63,17 +70,31 @@ def main() -> None:
     print(f"Philly replay: {args.trace} on {args.nodes} x 8 GPUs")
     for p in args.policies:
         t0 = time.perf_counter()
-        out = subprocess.run([sys.executable, __file__, "--one", p, "--trace", args.trace,
-                              "--nodes", str(args.nodes)], capture_output=True, text=True,
-                             check=True)
+        out = subprocess.run(
+            [
+                sys.executable,
+                __file__,
+                "--one",
+                p,
+                "--trace",
+                args.trace,
+                "--nodes",
+                str(args.nodes),
+            ],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
         wall = time.perf_counter() - t0
         r = json.loads(out.stdout)
         r["whole_process_s"] = round(wall, 3)
         r["jobs_per_s_whole_process"] = round(r["jobs"] / wall)
-        print(f"{p:>14}: {r['jobs']} jobs, whole process {wall:.2f} s -> "
-              f"{r['jobs_per_s_whole_process']:,} jobs/s (engine alone "
-              f"{r['jobs_per_s_engine']:,} jobs/s), peak RSS {r['peak_rss_mb']} MB, "
-              f"avg JCT {r['avg_jct_s']:,} s, util {r['gpu_utilization']}")
+        print(
+            f"{p:>14}: {r['jobs']} jobs, whole process {wall:.2f} s -> "
+            f"{r['jobs_per_s_whole_process']:,} jobs/s (engine alone "
+            f"{r['jobs_per_s_engine']:,} jobs/s), peak RSS {r['peak_rss_mb']} MB, "
+            f"avg JCT {r['avg_jct_s']:,} s, util {r['gpu_utilization']}"
+        )
         print("   ", json.dumps(r))
 
 

@@ -31,8 +31,9 @@ def test_issue_minimum_shape_loads(tmp_path: Path) -> None:
 
 
 def test_unknown_key_gets_did_you_mean_and_line(tmp_path: Path) -> None:
-    text = GOOD.replace("scheduler: {name: fifo, params: {}}",
-                        "scheduler:\n  name: fifo\n  parms: {}")
+    text = GOOD.replace(
+        "scheduler: {name: fifo, params: {}}", "scheduler:\n  name: fifo\n  parms: {}"
+    )
     with pytest.raises(ConfigError) as ei:
         load_scenario(write(tmp_path, text))
     msg = str(ei.value)

@@ -1,4 +1,4 @@
-"""Engine and built-in policies: hand-computed cases, errors, and a cross-check against a reference."""
+"""Engine and built-in policies: hand-computed cases, errors, a cross-check with a reference."""
 
 from __future__ import annotations
 
@@ -73,8 +73,9 @@ def test_las_same_queue_does_not_preempt() -> None:
 
 def test_las_gpu_time_service() -> None:
     # service = seconds x devices: a 2-device job crosses 10 GPU-s after 5 s.
-    res = run_engine([(0, 2, 30), (6, 2, 4)], 1, 2, "las",
-                     params={"thresholds": [10], "service": "gpu_time"})
+    res = run_engine(
+        [(0, 2, 30), (6, 2, 4)], 1, 2, "las", params={"thresholds": [10], "service": "gpu_time"}
+    )
     assert ends(res) == {"j0": 34.0, "j1": 10.0}
 
 
@@ -118,8 +119,9 @@ class _Bad(Scheduler):
 
 def _bad_run(action: Any, rows: Any = ((0, 2, 10), (0, 2, 10))) -> SchedulerError:
     cluster = Cluster.uniform(1, 4, "V100")
-    eng = Engine(cluster, make_jobs(rows), _Bad(action), get_placement("first_fit"),
-                 policy_name="bad")
+    eng = Engine(
+        cluster, make_jobs(rows), _Bad(action), get_placement("first_fit"), policy_name="bad"
+    )
     with pytest.raises(SchedulerError) as ei:
         eng.run()
     return ei.value
@@ -176,21 +178,23 @@ def test_stall_is_reported_not_silent() -> None:
 
 
 job_rows = st.lists(
-    st.tuples(st.integers(0, 200), st.sampled_from([1, 1, 1, 2, 3, 4, 8]),
-              st.integers(1, 300)),
-    min_size=1, max_size=40,
+    st.tuples(st.integers(0, 200), st.sampled_from([1, 1, 1, 2, 3, 4, 8]), st.integers(1, 300)),
+    min_size=1,
+    max_size=40,
 )
 
 
 @pytest.mark.parametrize("policy", ["fifo", "fifo_backfill", "sjf", "srtf", "las"])
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(rows=job_rows, nodes=st.integers(1, 3))
-def test_matches_reference_simulator(policy: str, rows: list[tuple[int, int, int]],
-                                     nodes: int) -> None:
+def test_matches_reference_simulator(
+    policy: str, rows: list[tuple[int, int, int]], nodes: int
+) -> None:
     params = {"thresholds": [100]} if policy == "las" else {}
     res = run_engine(rows, nodes, 8, policy, params=params)
-    ref = ref_simulate([(float(s), g, float(d)) for s, g, d in rows], nodes * 8, policy,
-                       thresholds=(100.0,))
+    ref = ref_simulate(
+        [(float(s), g, float(d)) for s, g, d in rows], nodes * 8, policy, thresholds=(100.0,)
+    )
     got = ends(res)
     for rj in ref:
         assert rj.end is not None

@@ -7,7 +7,6 @@ import math
 from typing import Any
 
 import pytest
-from conftest import make_jobs
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -48,9 +47,14 @@ class LoggingEngine(Engine):
 
 
 rows_st = st.lists(
-    st.tuples(st.floats(0, 500, allow_nan=False), st.sampled_from([1, 1, 2, 3, 4, 6, 8, 12]),
-              st.floats(0.5, 400, allow_nan=False), st.sampled_from([1000, 1000, 1000, 250, 500])),
-    min_size=1, max_size=30,
+    st.tuples(
+        st.floats(0, 500, allow_nan=False),
+        st.sampled_from([1, 1, 2, 3, 4, 6, 8, 12]),
+        st.floats(0.5, 400, allow_nan=False),
+        st.sampled_from([1000, 1000, 1000, 250, 500]),
+    ),
+    min_size=1,
+    max_size=30,
 )
 
 
@@ -67,14 +71,19 @@ def _jobs(rows: list[tuple[float, int, float, int]]) -> list[Job]:
 @pytest.mark.parametrize("policy", scheduler_names())
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(rows=rows_st, nodes=st.integers(1, 3), ckpt=st.sampled_from([0.0, 0.0, 3.0]))
-def test_engine_invariants(policy: str, placement: str, rows: Any, nodes: int,
-                           ckpt: float) -> None:
+def test_engine_invariants(policy: str, placement: str, rows: Any, nodes: int, ckpt: float) -> None:
     cluster = Cluster.uniform(nodes, 4, "V100")
     jobs = [j for j in _jobs(rows) if j.num_gpus <= cluster.num_devices]
     if not jobs:
         return
-    eng = LoggingEngine(cluster, jobs, create_scheduler(policy, {}), get_placement(placement),
-                        checkpoint_s=ckpt, restore_s=ckpt / 2)
+    eng = LoggingEngine(
+        cluster,
+        jobs,
+        create_scheduler(policy, {}),
+        get_placement(placement),
+        checkpoint_s=ckpt,
+        restore_s=ckpt / 2,
+    )
     res = eng.run()
     by = {j.id: j for j in jobs}
     # 1. no device over-booked at any instant (replay the log)
@@ -108,7 +117,8 @@ def test_same_seed_same_summary(tmp_path: Any) -> None:
     from clustersim.config import validate_scenario
 
     data = {
-        "name": "det", "seed": 7,
+        "name": "det",
+        "seed": 7,
         "cluster": {"nodes": 4, "gpus_per_node": 8, "device": "H100"},
         "workload": {"format": "synthetic", "synthetic": {"jobs": 300, "arrival_rate": 0.02}},
         "scheduler": {"name": "las"},
@@ -121,16 +131,21 @@ def test_same_seed_same_summary(tmp_path: Any) -> None:
         s.pop("wall_s")
         outs.append(s)
     assert outs[0] == outs[1]
-    assert (tmp_path / "r0" / "config.yaml").read_text() == (tmp_path / "r1" / "config.yaml"
-                                                             ).read_text()
+    assert (tmp_path / "r0" / "config.yaml").read_text() == (
+        tmp_path / "r1" / "config.yaml"
+    ).read_text()
     other = simulate(validate_scenario({**data, "seed": 8})).summary
     assert other["avg_jct_s"] != outs[0]["avg_jct_s"]
 
 
 @settings(max_examples=60, deadline=None)
-@given(ops=st.lists(st.tuples(st.integers(1, 8), st.sampled_from(["first_fit", "pack",
-                                                                    "spread"])),
-                    min_size=1, max_size=25))
+@given(
+    ops=st.lists(
+        st.tuples(st.integers(1, 8), st.sampled_from(["first_fit", "pack", "spread"])),
+        min_size=1,
+        max_size=25,
+    )
+)
 def test_state_indexes_stay_consistent(ops: list[tuple[int, str]]) -> None:
     """Random allocate/release sequences keep every index equal to a recount from scratch."""
     cluster = Cluster.uniform(5, 8, "V100")
@@ -147,8 +162,10 @@ def test_state_indexes_stay_consistent(ops: list[tuple[int, str]]) -> None:
         live.append(devs)
         if i % 3 == 2:
             state.release(live.pop(0))
-        free = [sum(1 for d in cluster.node_devices(n) if state.used[d] == 0)
-                for n in range(cluster.num_nodes)]
+        free = [
+            sum(1 for d in cluster.node_devices(n) if state.used[d] == 0)
+            for n in range(cluster.num_nodes)
+        ]
         assert state.node_free == free
         assert state.all.free == free
         assert state.free_total == sum(free)

@@ -20,8 +20,11 @@ def imports(path: Path) -> set[str]:
 
 
 def test_only_engine_imports_simpy() -> None:
-    offenders = [p.relative_to(SRC) for p in SRC.rglob("*.py")
-                 if p.name != "engine.py" and any(m.split(".")[0] == "simpy" for m in imports(p))]
+    offenders = [
+        p.relative_to(SRC)
+        for p in SRC.rglob("*.py")
+        if p.name != "engine.py" and any(m.split(".")[0] == "simpy" for m in imports(p))
+    ]
     assert offenders == []
     assert "simpy" in imports(SRC / "engine.py")
 
@@ -29,8 +32,9 @@ def test_only_engine_imports_simpy() -> None:
 def test_schedulers_never_import_engine_or_simpy() -> None:
     for p in (SRC / "schedulers").rglob("*.py"):
         mods = imports(p)
-        assert not any(m in ("clustersim.engine", "simpy") or m.startswith("simpy.")
-                       for m in mods), p
+        assert not any(
+            m in ("clustersim.engine", "simpy") or m.startswith("simpy.") for m in mods
+        ), p
 
 
 def test_engine_never_imports_plots() -> None:
@@ -38,6 +42,9 @@ def test_engine_never_imports_plots() -> None:
 
 
 def test_every_module_has_a_docstring() -> None:
-    missing = [p.relative_to(SRC) for p in SRC.rglob("*.py")
-               if ast.get_docstring(ast.parse(p.read_text())) is None]
+    missing = [
+        p.relative_to(SRC)
+        for p in SRC.rglob("*.py")
+        if ast.get_docstring(ast.parse(p.read_text())) is None
+    ]
     assert missing == []

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from pathlib import Path
 
 import numpy as np
@@ -24,7 +25,7 @@ def test_sample_trace() -> None:
     jobs, rep = load_csv(SAMPLE)
     assert len(jobs) == 3000 == rep.kept
     assert jobs[0].submit_time == 0.0
-    assert all(a.submit_time <= b.submit_time for a, b in zip(jobs, jobs[1:], strict=False))
+    assert all(a.submit_time <= b.submit_time for a, b in itertools.pairwise(jobs))
     assert jobs[0].attrs["virtual_cluster"] == "6c71a0"
 
 
@@ -32,13 +33,20 @@ def test_sample_trace() -> None:
     ("body", "needle"),
     [
         ("job_id,submit_time,num_gpus\na,0,1\n", "t.csv:1: field 'duration' missing column"),
-        ("job_id,submit_time,num_gpus,duration\na,0,1,10\nb,5,2,-4\n",
-         "t.csv:3: field 'duration' -4 is out of range ('duration' must be >= 0)"),
-        ("job_id,submit_time,num_gpus,duration\na,0,x,10\n", "t.csv:2: field 'num_gpus' 'x' is not"),
+        (
+            "job_id,submit_time,num_gpus,duration\na,0,1,10\nb,5,2,-4\n",
+            "t.csv:3: field 'duration' -4 is out of range ('duration' must be >= 0)",
+        ),
+        (
+            "job_id,submit_time,num_gpus,duration\na,0,x,10\n",
+            "t.csv:2: field 'num_gpus' 'x' is not",
+        ),
         ("job_id,submit_time,num_gpus,duration\na,0,1.5,10\n", "not a whole number"),
         ("job_id,submit_time,num_gpus,duration\na,0,0,10\n", "'num_gpus' must be > 0"),
-        ("job_id,submit_time,num_gpus,duration\na,0,1,10\na,1,1,1\n",
-         "t.csv:3: field 'job_id' duplicate job id 'a' (first seen on line 2)"),
+        (
+            "job_id,submit_time,num_gpus,duration\na,0,1,10\na,1,1,1\n",
+            "t.csv:3: field 'job_id' duplicate job id 'a' (first seen on line 2)",
+        ),
         ("job_id,submit_time,num_gpus,duration\na,0,1,10,7\n", "t.csv:2: row has 5 fields"),
         ("job_id,submit_time,num_gpus,duration,gpu_milli\na,0,1,10,1500\n", "1500 > 1000"),
         ("job_id,submit_time,num_gpus,duration\na,,1,10\n", "field 'submit_time' empty value"),
@@ -52,8 +60,11 @@ def test_csv_errors(tmp_path: Path, body: str, needle: str) -> None:
 
 
 def test_csv_optional_columns(tmp_path: Path) -> None:
-    p = csv_file(tmp_path, "job_id,submit_time,num_gpus,duration,gpu_milli,device_type,model\n"
-                 "b,5,1,10,250,H100,llama\na,0,2,20,,,\n")
+    p = csv_file(
+        tmp_path,
+        "job_id,submit_time,num_gpus,duration,gpu_milli,device_type,model\n"
+        "b,5,1,10,250,H100,llama\na,0,2,20,,,\n",
+    )
     jobs, _ = load_csv(p)
     assert [j.id for j in jobs] == ["a", "b"]
     assert jobs[1].gpu_milli == 250 and jobs[1].device_type == "H100"
@@ -61,12 +72,16 @@ def test_csv_optional_columns(tmp_path: Path) -> None:
 
 
 def test_philly_errors(tmp_path: Path) -> None:
-    p = csv_file(tmp_path, "timestamp,duration,num_gpus,gpu_time,cluster\n"
-                 "2017-10-09 07:01:55,66.0,1,66.0,a\n2017-13-09 07:01:55,66.0,1,66.0,a\n")
+    p = csv_file(
+        tmp_path,
+        "timestamp,duration,num_gpus,gpu_time,cluster\n"
+        "2017-10-09 07:01:55,66.0,1,66.0,a\n2017-13-09 07:01:55,66.0,1,66.0,a\n",
+    )
     with pytest.raises(TraceError, match=r"t.csv:3: field 'timestamp'"):
         load_philly(p)
-    p = csv_file(tmp_path, "timestamp,duration,num_gpus,gpu_time,cluster\n"
-                 "2017-10-09 07:01:55,-1,1,66.0,a\n")
+    p = csv_file(
+        tmp_path, "timestamp,duration,num_gpus,gpu_time,cluster\n2017-10-09 07:01:55,-1,1,66.0,a\n"
+    )
     with pytest.raises(TraceError, match=r"t.csv:2: field 'duration'"):
         load_philly(p)
 

@@ -29,7 +29,7 @@ def test_first_fit_walks_nodes_in_order() -> None:
 
 def test_pack_best_fit_single_node() -> None:
     s = state_with([[0, 1, 2], [], [0], []])  # free: 1, 4, 3, 4
-    assert pack(job(3), s) == (9, 10, 11)     # node 2 (3 free) is the tightest fit
+    assert pack(job(3), s) == (9, 10, 11)  # node 2 (3 free) is the tightest fit
     assert pack(job(1), s) == (3,)
     assert pack(job(4), s) == (4, 5, 6, 7)
 
@@ -53,8 +53,8 @@ def test_spread_one_per_node() -> None:
 
 def test_shared_best_fit_on_share() -> None:
     s = state_with([[], [], [], []])
-    s.allocate([0], 700)   # device 0: 300 free
-    s.allocate([5], 400)   # device 5: 600 free
+    s.allocate([0], 700)  # device 0: 300 free
+    s.allocate([5], 400)  # device 5: 600 free
     assert first_fit(job(1, 250), s) == (0,)
     assert first_fit(job(1, 500), s) == (5,)
     assert first_fit(job(1, 700), s) == (1,)  # no partial fits: first fully free device

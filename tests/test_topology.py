@@ -44,7 +44,11 @@ def test_hierarchy(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("old", "new", "needle"),
     [
-        ("bandwidth: 50.0e9, latency", "bandwidth: 0, latency", "level 'rack'.bandwidth: must be > 0"),
+        (
+            "bandwidth: 50.0e9, latency",
+            "bandwidth: 0, latency",
+            "level 'rack'.bandwidth: must be > 0",
+        ),
         ("{name: rack, nodes: 4", "{name: rack, nodes: 16", "smaller than the level below"),
         ("device: A100", "device: A1000", "nodes[1].device: unknown device 'A1000'"),
         ("{name: spine, nodes: 8", "{name: spine, nodes: 6", "not a multiple"),

@@ -50,19 +50,32 @@ def check_widths(jobs: list[Job], cluster: Cluster, source: str) -> list[tuple[J
     """Jobs that can never run on ``cluster`` with the reason (wider than it, or absent type)."""
     per_type: dict[str, int] = {}
     for n in range(cluster.num_nodes):
-        per_type[cluster.node_type[n]] = per_type.get(cluster.node_type[n], 0) + cluster.node_size[n]
+        per_type[cluster.node_type[n]] = (
+            per_type.get(cluster.node_type[n], 0) + cluster.node_size[n]
+        )
     bad: list[tuple[Job, str]] = []
     for j in jobs:
         if j.device_type is None:
             if j.num_gpus > cluster.num_devices:
-                bad.append((j, f"asks for {j.num_gpus} devices; the cluster has "
-                               f"{cluster.num_devices}"))
+                bad.append(
+                    (j, f"asks for {j.num_gpus} devices; the cluster has {cluster.num_devices}")
+                )
         elif j.device_type not in per_type:
-            bad.append((j, f"needs device type '{j.device_type}', which the cluster lacks "
-                           f"(it has {', '.join(sorted(per_type))})"))
+            bad.append(
+                (
+                    j,
+                    f"needs device type '{j.device_type}', which the cluster lacks "
+                    f"(it has {', '.join(sorted(per_type))})",
+                )
+            )
         elif j.num_gpus > per_type[j.device_type]:
-            bad.append((j, f"asks for {j.num_gpus} {j.device_type} devices; the cluster has "
-                           f"{per_type[j.device_type]}"))
+            bad.append(
+                (
+                    j,
+                    f"asks for {j.num_gpus} {j.device_type} devices; the cluster has "
+                    f"{per_type[j.device_type]}",
+                )
+            )
     return bad
 
 
@@ -72,8 +85,10 @@ def simulate(scenario: Scenario, progress: bool = False) -> RunResult:
     cluster = build_cluster(scenario)
     jobs, report = load_workload(scenario, rng)
     if not jobs:
-        raise ConfigError(f"workload {report.source}: no jobs left after filtering "
-                          f"(dropped: {report.dropped or 'none'})")
+        raise ConfigError(
+            f"workload {report.source}: no jobs left after filtering "
+            f"(dropped: {report.dropped or 'none'})"
+        )
     bad = check_widths(jobs, cluster, report.source)
     if bad and scenario.workload.oversized == "reject":
         j, why = bad[0]
@@ -90,14 +105,19 @@ def simulate(scenario: Scenario, progress: bool = False) -> RunResult:
         try:
             from clustersim.perf import speed_model_for  # type: ignore[import-not-found]
         except ImportError:
-            raise ConfigError("cluster.network: 'topology' needs the communication speed model "
-                              "(clustersim.perf), which this version lacks; use 'ideal'") from None
+            raise ConfigError(
+                "cluster.network: 'topology' needs the communication speed model "
+                "(clustersim.perf), which this version lacks; use 'ideal'"
+            ) from None
         speed_model = speed_model_for(scenario, cluster)
     kwargs: dict[str, Any] = {}
     if speed_model is not None:
         kwargs["speed_model"] = speed_model
     engine = Engine(
-        cluster, jobs, scheduler, placement,
+        cluster,
+        jobs,
+        scheduler,
+        placement,
         checkpoint_s=scenario.preemption.checkpoint_s,
         restore_s=scenario.preemption.restore_s,
         horizon=scenario.horizon,
@@ -118,25 +138,29 @@ def simulate(scenario: Scenario, progress: bool = False) -> RunResult:
     return _assemble(scenario, cluster, raw, report, skipped)
 
 
-def _assemble(scenario: Scenario, cluster: Cluster, raw: EngineResult, report: LoadReport,
-              skipped: list[str]) -> RunResult:
+def _assemble(
+    scenario: Scenario, cluster: Cluster, raw: EngineResult, report: LoadReport, skipped: list[str]
+) -> RunResult:
     table = job_table(raw.records)
-    summary = summarize(table, raw.util_t, raw.util_milli, raw.capacity, raw.start_time,
-                        raw.end_time)
-    summary.update({
-        "scenario": scenario.name,
-        "scheduler": scenario.scheduler.name,
-        "placement": scenario.scheduler.placement,
-        "seed": scenario.seed,
-        "devices": cluster.num_devices,
-        "stopped_by": raw.stopped_by,
-        "events": raw.events,
-        "scheduler_passes": raw.passes,
-        "trace_rows": report.rows,
-        "trace_dropped": dict(report.dropped),
-        "notes": list(raw.notes),
-        "wall_s": raw.wall_s,
-    })
+    summary = summarize(
+        table, raw.util_t, raw.util_milli, raw.capacity, raw.start_time, raw.end_time
+    )
+    summary.update(
+        {
+            "scenario": scenario.name,
+            "scheduler": scenario.scheduler.name,
+            "placement": scenario.scheduler.placement,
+            "seed": scenario.seed,
+            "devices": cluster.num_devices,
+            "stopped_by": raw.stopped_by,
+            "events": raw.events,
+            "scheduler_passes": raw.passes,
+            "trace_rows": report.rows,
+            "trace_dropped": dict(report.dropped),
+            "notes": list(raw.notes),
+            "wall_s": raw.wall_s,
+        }
+    )
     return RunResult(scenario, cluster, raw, table, summary, report, skipped)
 
 
@@ -165,15 +189,17 @@ def write_results(result: RunResult, out: str | Path, fmt: str = "parquet") -> P
         }
         if fmt == "parquet":
             _write_parquet(tmp / "jobs.parquet", result.jobs, meta)
-            _write_parquet(tmp / "utilization.parquet", util, {**meta, "capacity":
-                           str(result.engine.capacity)})
+            _write_parquet(
+                tmp / "utilization.parquet", util, {**meta, "capacity": str(result.engine.capacity)}
+            )
         elif fmt == "csv":
             _write_csv(tmp / "jobs.csv", result.jobs)
             _write_csv(tmp / "utilization.csv", util)
         else:
             raise ConfigError(f"unknown output format '{fmt}' (parquet or csv)")
-        (tmp / "summary.json").write_text(json.dumps(result.summary, indent=2, sort_keys=False)
-                                          + "\n")
+        (tmp / "summary.json").write_text(
+            json.dumps(result.summary, indent=2, sort_keys=False) + "\n"
+        )
         (tmp / "config.yaml").write_text(scenario_to_yaml(result.scenario))
         if out.exists():
             backup = out.with_name(f".{out.name}.old")
@@ -194,10 +220,7 @@ def _write_parquet(path: Path, cols: dict[str, Any], meta: dict[str, str]) -> No
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    arrays = {}
-    for k, v in cols.items():
-        arrays[k] = pa.array(v) if not isinstance(v, np.ndarray) else pa.array(v)
-    table = pa.table(arrays)
+    table = pa.table({k: pa.array(v) for k, v in cols.items()})
     table = table.replace_schema_metadata({f"clustersim.{k}": v for k, v in meta.items()})
     pq.write_table(table, path)
 
@@ -214,8 +237,11 @@ def _write_csv(path: Path, cols: dict[str, Any]) -> None:
             row = []
             for k in keys:
                 v = cols[k][i]
-                row.append(" ".join(map(str, v)) if isinstance(v, list) else
-                           (v.item() if hasattr(v, "item") else v))
+                row.append(
+                    " ".join(map(str, v))
+                    if isinstance(v, list)
+                    else (v.item() if hasattr(v, "item") else v)
+                )
             w.writerow(row)
 
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import sys
-from pathlib import Path
 from typing import Any
 
 import click
@@ -40,9 +39,24 @@ def _print_summary(summary: dict[str, Any]) -> None:
             return f"{v:,.4f}" if abs(v) < 10 else f"{v:,.1f}"
         return str(v)
 
-    keys = ["scenario", "scheduler", "placement", "devices", "jobs_completed", "jobs_skipped",
-            "jobs_unfinished", "avg_jct_s", "p50_jct_s", "p99_jct_s", "avg_wait_s", "makespan_s",
-            "gpu_utilization", "preemptions", "stopped_by", "wall_s"]
+    keys = [
+        "scenario",
+        "scheduler",
+        "placement",
+        "devices",
+        "jobs_completed",
+        "jobs_skipped",
+        "jobs_unfinished",
+        "avg_jct_s",
+        "p50_jct_s",
+        "p99_jct_s",
+        "avg_wait_s",
+        "makespan_s",
+        "gpu_utilization",
+        "preemptions",
+        "stopped_by",
+        "wall_s",
+    ]
     width = max(len(k) for k in keys)
     for k in keys:
         if k in summary:
@@ -60,15 +74,33 @@ def main() -> None:
 @main.command()
 @click.argument("scenario", required=False, type=click.Path(dir_okay=False))
 @click.option("--out", "out", type=click.Path(file_okay=False), help="write results here")
-@click.option("--set", "sets", multiple=True, metavar="KEY=VALUE",
-              help="override a scenario field, e.g. --set scheduler.name=las")
-@click.option("--format", "fmt", type=click.Choice(["parquet", "csv"]), default="parquet",
-              show_default=True, help="table format in --out")
+@click.option(
+    "--set",
+    "sets",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="override a scenario field, e.g. --set scheduler.name=las",
+)
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["parquet", "csv"]),
+    default="parquet",
+    show_default=True,
+    help="table format in --out",
+)
 @click.option("--no-plot", is_flag=True, help="do not draw utilization.png")
 @click.option("--json", "as_json", is_flag=True, help="print the summary as JSON")
 @click.option("--quiet", is_flag=True, help="no progress bar")
-def run(scenario: str | None, out: str | None, sets: tuple[str, ...], fmt: str, no_plot: bool,
-        as_json: bool, quiet: bool) -> None:
+def run(
+    scenario: str | None,
+    out: str | None,
+    sets: tuple[str, ...],
+    fmt: str,
+    no_plot: bool,
+    as_json: bool,
+    quiet: bool,
+) -> None:
     """Simulate SCENARIO (a YAML file; the embedded default scenario when omitted)."""
     from clustersim.api import simulate, write_results
     from clustersim.config import load_scenario
@@ -103,8 +135,10 @@ def run(scenario: str | None, out: str | None, sets: tuple[str, ...], fmt: str, 
     else:
         _print_summary(result.summary)
         if out:
-            click.echo(f"results in {out}/ (jobs.{fmt}, utilization.{fmt}, summary.json, "
-                       "config.yaml" + ("" if no_plot else ", utilization.png") + ")")
+            click.echo(
+                f"results in {out}/ (jobs.{fmt}, utilization.{fmt}, summary.json, "
+                "config.yaml" + ("" if no_plot else ", utilization.png") + ")"
+            )
 
 
 @main.command()
@@ -123,8 +157,13 @@ def plot(results: str) -> None:
 
 @main.command()
 @click.argument("path", type=click.Path(dir_okay=False))
-@click.option("--format", "fmt", type=click.Choice(["csv", "philly", "openb"]), default="csv",
-              show_default=True)
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["csv", "philly", "openb"]),
+    default="csv",
+    show_default=True,
+)
 @click.option("--virtual-cluster", "vcs", multiple=True, help="philly: keep these VCs")
 def trace(path: str, fmt: str, vcs: tuple[str, ...]) -> None:
     """Check a trace file and print its statistics."""
@@ -147,13 +186,19 @@ def trace(path: str, fmt: str, vcs: tuple[str, ...]) -> None:
         d = np.array([j.duration for j in jobs])
         g = np.array([j.gpu_demand for j in jobs])
         span = jobs[-1].submit_time - jobs[0].submit_time
-        click.echo(f"  arrivals over {span / 86400:.2f} days; duration median {np.median(d):.0f} s,"
-                   f" mean {d.mean():.0f} s, max {d.max():.0f} s")
+        click.echo(
+            f"  arrivals over {span / 86400:.2f} days; duration median {np.median(d):.0f} s,"
+            f" mean {d.mean():.0f} s, max {d.max():.0f} s"
+        )
         sizes, counts = np.unique([j.num_gpus for j in jobs], return_counts=True)
-        click.echo("  devices per job: " + ", ".join(f"{s}:{c}" for s, c in zip(sizes, counts,
-                                                                            strict=True)))
-        click.echo(f"  device-hours {float((d * g).sum()) / 3600:,.1f}; mean demand "
-                   f"{float((d * g).sum()) / max(span, 1):,.1f} devices")
+        click.echo(
+            "  devices per job: "
+            + ", ".join(f"{s}:{c}" for s, c in zip(sizes, counts, strict=True))
+        )
+        click.echo(
+            f"  device-hours {float((d * g).sum()) / 3600:,.1f}; mean demand "
+            f"{float((d * g).sum()) / max(span, 1):,.1f} devices"
+        )
 
 
 @main.command(name="list")

@@ -291,8 +291,9 @@ def load_scenario(path: str | Path | None = None) -> Scenario:
         ref = resources.files("clustersim") / "data" / DEFAULT_SCENARIO
         with resources.as_file(ref) as p:
             data, text = load_yaml(p)
-            return validate_scenario(data, source=f"<embedded {DEFAULT_SCENARIO}>", text=text,
-                                     base_dir=str(p.parent))
+            return validate_scenario(
+                data, source=f"<embedded {DEFAULT_SCENARIO}>", text=text, base_dir=str(p.parent)
+            )
     p = Path(path)
     data, text = load_yaml(p)
     return validate_scenario(data, source=str(p), text=text, base_dir=str(p.resolve().parent))

@@ -145,8 +145,14 @@ class Engine:
 
     # ------------------------------------------------------------------ recording
     def _record(self) -> None:
-        self._series.append((self.env.now, self.state.used_milli_total,
-                             len(self.queue) - len(self._deferred_out), len(self.running)))
+        self._series.append(
+            (
+                self.env.now,
+                self.state.used_milli_total,
+                len(self.queue) - len(self._deferred_out),
+                len(self.running),
+            )
+        )
 
     def _series_arrays(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """Change-point series: the last record of each instant, unchanged steps merged."""
@@ -160,8 +166,7 @@ class Engine:
         vals = a[:, 1:]
         changed = np.append(True, (vals[1:] != vals[:-1]).any(axis=1))
         a = a[changed]
-        return a[:, 0], a[:, 1].astype(np.int64), a[:, 2].astype(np.int64), a[:, 3].astype(
-            np.int64)
+        return a[:, 0], a[:, 1].astype(np.int64), a[:, 2].astype(np.int64), a[:, 3].astype(np.int64)
 
     # ------------------------------------------------------------------ scheduling
     def _after_event(self) -> None:
@@ -181,8 +186,9 @@ class Engine:
         except ClusterSimError:
             raise
         except Exception as exc:
-            raise SchedulerError(self.policy, f"raised {type(exc).__name__}: {exc}",
-                                 time=self.now) from exc
+            raise SchedulerError(
+                self.policy, f"raised {type(exc).__name__}: {exc}", time=self.now
+            ) from exc
         finally:
             self._in_pass = False
         for jid in self._deferred_out:
@@ -209,24 +215,35 @@ class Engine:
         elif isinstance(action, WakeUp):
             self._wake_at(action.at)
         else:
-            raise SchedulerError(self.policy, f"returned {action!r}, which is not an action "
-                                 "(Start, Preempt or WakeUp)", time=self.now)
+            raise SchedulerError(
+                self.policy,
+                f"returned {action!r}, which is not an action (Start, Preempt or WakeUp)",
+                time=self.now,
+            )
 
     def _start(self, action: Start) -> None:
         rec = self.records.get(action.job)
         devices = tuple(action.devices)
         if rec is None:
-            raise SchedulerError(self.policy, "asked to start an unknown job", action.job,
-                                 devices, self.now)
+            raise SchedulerError(
+                self.policy, "asked to start an unknown job", action.job, devices, self.now
+            )
         if rec.state is not JobState.QUEUED:
-            raise SchedulerError(self.policy, f"asked to start a job that is {rec.state.value}",
-                                 rec.id, devices, self.now)
+            raise SchedulerError(
+                self.policy,
+                f"asked to start a job that is {rec.state.value}",
+                rec.id,
+                devices,
+                self.now,
+            )
         job = rec.job
         if len(devices) != job.num_gpus:
             raise SchedulerError(
                 self.policy,
                 f"gang needs exactly {job.num_gpus} devices, got {len(devices)}",
-                rec.id, devices, self.now,
+                rec.id,
+                devices,
+                self.now,
             )
         if job.device_type is not None:
             node_of, types = self.cluster.node_of, self.cluster.node_type
@@ -234,8 +251,13 @@ class Engine:
             wrong = [d for d in devices if 0 <= d < n and types[int(node_of[d])] != job.device_type]
             if wrong:
                 raise SchedulerError(
-                    self.policy, f"job needs device type {job.device_type}; device {wrong[0]} is "
-                    f"{types[int(node_of[wrong[0]])]}", rec.id, devices, self.now)
+                    self.policy,
+                    f"job needs device type {job.device_type}; device {wrong[0]} is "
+                    f"{types[int(node_of[wrong[0]])]}",
+                    rec.id,
+                    devices,
+                    self.now,
+                )
         try:
             self.state.allocate(devices, job.gpu_milli)
         except CapacityError as exc:
@@ -266,11 +288,15 @@ class Engine:
     def _preempt(self, jid: str) -> None:
         rec = self.records.get(jid)
         if rec is None:
-            raise SchedulerError(self.policy, "asked to preempt an unknown job", jid,
-                                 time=self.now)
+            raise SchedulerError(self.policy, "asked to preempt an unknown job", jid, time=self.now)
         if rec.state is not JobState.RUNNING:
-            raise SchedulerError(self.policy, f"asked to preempt a job that is {rec.state.value}",
-                                 jid, rec.devices, self.now)
+            raise SchedulerError(
+                self.policy,
+                f"asked to preempt a job that is {rec.state.value}",
+                jid,
+                rec.devices,
+                self.now,
+            )
         now = self.now
         rec.remaining = rec.remaining_at(now)
         rec.attained += now - rec.updated
@@ -282,7 +308,8 @@ class Engine:
             rec.state = JobState.CHECKPOINTING
             epoch = rec.epoch
             self.env.timeout(self.checkpoint_s, (rec, epoch)).callbacks.append(
-                self._checkpoint_done)
+                self._checkpoint_done
+            )
         else:
             self._release(rec)
             rec.state = JobState.QUEUED
@@ -402,8 +429,13 @@ class Engine:
         if self.progress:
             from tqdm import tqdm
 
-            self._bar = tqdm(total=len(self.records) - self._skipped, unit="job", delay=2.0,
-                             desc=f"simulating ({self.policy})", leave=False)
+            self._bar = tqdm(
+                total=len(self.records) - self._skipped,
+                unit="job",
+                delay=2.0,
+                desc=f"simulating ({self.policy})",
+                leave=False,
+            )
         self._record()
         stopped = "drained"
         try:
@@ -435,8 +467,9 @@ class Engine:
             rec.updated = now
         if stopped == "stalled":
             waiting = [r for r in self.records.values() if r.state is JobState.QUEUED]
-            sample = ", ".join(f"'{r.id}' ({r.num_gpus} x {r.job.device_type or 'any'})"
-                               for r in waiting[:3])
+            sample = ", ".join(
+                f"'{r.id}' ({r.num_gpus} x {r.job.device_type or 'any'})" for r in waiting[:3]
+            )
             notes.append(
                 f"{len(waiting)} job(s) never started because nothing more could happen "
                 f"(no arrival, completion or wake-up left), e.g. {sample}: scheduler "

@@ -21,8 +21,21 @@ import numpy as np
 from clustersim.schedulers.base import JobRecord, JobState
 
 JOB_COLUMNS = (
-    "job_id", "submit_time", "num_gpus", "gpu_milli", "duration", "state", "first_start",
-    "end", "jct", "wait", "queue_delay", "run_time", "preemptions", "remaining", "devices",
+    "job_id",
+    "submit_time",
+    "num_gpus",
+    "gpu_milli",
+    "duration",
+    "state",
+    "first_start",
+    "end",
+    "jct",
+    "wait",
+    "queue_delay",
+    "run_time",
+    "preemptions",
+    "remaining",
+    "devices",
 )
 
 
@@ -66,8 +79,14 @@ def allocated_device_seconds(util_t: np.ndarray, util_milli: np.ndarray, t_end: 
     return integrate_steps(util_t, util_milli.astype(float), t_end) / 1000.0
 
 
-def summarize(table: dict[str, Any], util_t: np.ndarray, util_milli: np.ndarray,
-              capacity: int, start_time: float, end_time: float) -> dict[str, Any]:
+def summarize(
+    table: dict[str, Any],
+    util_t: np.ndarray,
+    util_milli: np.ndarray,
+    capacity: int,
+    start_time: float,
+    end_time: float,
+) -> dict[str, Any]:
     """The run summary (what ``summary.json`` holds, apart from run metadata)."""
     done = np.array([s == JobState.DONE.value for s in table["state"]], dtype=bool)
     skipped = np.array([s == JobState.SKIPPED.value for s in table["state"]], dtype=bool)
@@ -93,7 +112,8 @@ def summarize(table: dict[str, Any], util_t: np.ndarray, util_milli: np.ndarray,
         "p99_wait_s": stat(lambda x: np.percentile(x, 99), wait),
         "avg_queue_delay_s": stat(np.mean, table["queue_delay"][done]),
         "makespan_s": (last_end - first_submit)
-        if last_end is not None and first_submit is not None else None,
+        if last_end is not None and first_submit is not None
+        else None,
         "gpu_utilization": alloc / (capacity * span) if span > 0 and capacity else 0.0,
         "allocated_device_hours": alloc / 3600.0,
         "preemptions": int(table["preemptions"].sum()),

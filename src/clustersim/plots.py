@@ -13,8 +13,7 @@ from typing import Any
 
 import numpy as np
 
-OKABE_ITO = ["#0072B2", "#E69F00", "#009E73", "#D55E00", "#CC79A7", "#56B4E9", "#F0E442",
-             "#000000"]
+OKABE_ITO = ["#0072B2", "#E69F00", "#009E73", "#D55E00", "#CC79A7", "#56B4E9", "#F0E442", "#000000"]
 
 
 def _plt() -> Any:
@@ -47,17 +46,26 @@ def plot_utilization(results_dir: str | Path, out: str | Path | None = None) -> 
     summary = json.loads((d / "summary.json").read_text())
     t, label = _time_axis(util["time"] - util["time"][0])
     plt = _plt()
-    fig, (ax1, ax2) = plt.subplots(2, 1, figsize=(9, 5.5), sharex=True,
-                                   gridspec_kw={"height_ratios": [2, 1]})
+    fig, (ax1, ax2) = plt.subplots(
+        2, 1, figsize=(9, 5.5), sharex=True, gridspec_kw={"height_ratios": [2, 1]}
+    )
     cap = summary.get("devices")
-    ax1.step(t, util["allocated_devices"], where="post", color=OKABE_ITO[0], lw=1.0,
-             label="allocated devices")
+    ax1.step(
+        t,
+        util["allocated_devices"],
+        where="post",
+        color=OKABE_ITO[0],
+        lw=1.0,
+        label="allocated devices",
+    )
     if cap:
         ax1.axhline(cap, color=OKABE_ITO[7], ls="--", lw=0.8, label=f"capacity ({cap})")
     ax1.set_ylabel("devices")
     util_pct = 100 * float(summary.get("gpu_utilization") or 0.0)
-    ax1.set_title(f"{summary.get('scenario')}: {summary.get('scheduler')} "
-                  f"({summary.get('placement')}) — utilization {util_pct:.1f}%")
+    ax1.set_title(
+        f"{summary.get('scenario')}: {summary.get('scheduler')} "
+        f"({summary.get('placement')}) — utilization {util_pct:.1f}%"
+    )
     ax1.legend(loc="upper right", fontsize=8)
     ax1.grid(alpha=0.3)
     ax2.step(t, util["queue_length"], where="post", color=OKABE_ITO[3], lw=1.0)
@@ -79,8 +87,7 @@ def plot_jct_cdf(results_dirs: dict[str, str | Path], out: str | Path) -> Path:
     fig, ax = plt.subplots(figsize=(7, 4.5))
     for i, (label, d) in enumerate(results_dirs.items()):
         p = Path(d)
-        jobs = read_table(p / "jobs.parquet" if (p / "jobs.parquet").exists()
-                          else p / "jobs.csv")
+        jobs = read_table(p / "jobs.parquet" if (p / "jobs.parquet").exists() else p / "jobs.csv")
         done = np.array([s == "done" for s in jobs["state"]])
         x = np.sort(jobs["jct"][done].astype(float))
         y = np.arange(1, len(x) + 1) / max(len(x), 1)

@@ -40,7 +40,17 @@ class NodeIndex:
     "lowest position" means "lowest node id".
     """
 
-    __slots__ = ("buckets", "free", "max_size", "nodes", "partial", "pos_of", "size", "total", "tree")
+    __slots__ = (
+        "buckets",
+        "free",
+        "max_size",
+        "nodes",
+        "partial",
+        "pos_of",
+        "size",
+        "total",
+        "tree",
+    )
 
     def __init__(self, nodes: Sequence[int], free_counts: Sequence[int], max_size: int) -> None:
         self.nodes: list[int] = list(nodes)
@@ -146,8 +156,9 @@ class ClusterState:
         self.cluster = cluster
         self.used: list[int] = [0] * cluster.num_devices
         self.node_free: list[int] = list(cluster.node_size)
-        self.free_devices: list[list[int]] = [list(cluster.node_devices(n))
-                                              for n in range(cluster.num_nodes)]
+        self.free_devices: list[list[int]] = [
+            list(cluster.node_devices(n)) for n in range(cluster.num_nodes)
+        ]
         self.free_total = cluster.num_devices
         self.used_milli_total = 0
         self.down: set[int] = set()
@@ -203,8 +214,7 @@ class ClusterState:
             if d in self.down:
                 return f"device {d} is down"
             if used[d] + milli > FULL:
-                return (f"device {d} is already in use ({used[d]}/1000 milli used, "
-                        f"{milli} asked)")
+                return f"device {d} is already in use ({used[d]}/1000 milli used, {milli} asked)"
         return None
 
     def allocate(self, devices: Sequence[int], milli: int = FULL) -> None:

@@ -105,8 +105,12 @@ class Cluster:
         nbw = node_bandwidth or float(getattr(spec, "scale_up_bw", 0.0)) or DEFAULT_NODE_BW
         fbw = fabric_bandwidth or float(getattr(spec, "scale_out_bw", 0.0)) or DEFAULT_FABRIC_BW
         levels = [Level("node", 1, nbw, 1e-6), Level("fabric", nodes, fbw, 5e-6)]
-        return cls(name or f"{nodes}x{gpus_per_node}-{spec.name}", [gpus_per_node] * nodes,
-                   [spec.name] * nodes, levels)
+        return cls(
+            name or f"{nodes}x{gpus_per_node}-{spec.name}",
+            [gpus_per_node] * nodes,
+            [spec.name] * nodes,
+            levels,
+        )
 
     @classmethod
     def from_yaml(cls, path: str | Path) -> Cluster:
@@ -136,7 +140,9 @@ class Cluster:
         for i, g in enumerate(groups):
             where = f"{source}: nodes[{i}]"
             if not isinstance(g, dict):
-                raise TopologyError(f"{where}: expected a mapping like {{count: 4, gpus: 8, device: H100}}")
+                raise TopologyError(
+                    f"{where}: expected a mapping like {{count: 4, gpus: 8, device: H100}}"
+                )
             count = _pos_int(g.get("count", 1), f"{where}.count")
             gpus = _pos_int(g.get("gpus"), f"{where}.gpus")
             spec = _device(str(g.get("device", "")), f"{where}.device")
@@ -149,8 +155,10 @@ class Cluster:
         node_level = Level(
             str(link.get("name", "node")),
             1,
-            _pos_float(link.get("bandwidth", getattr(first_spec, "scale_up_bw", DEFAULT_NODE_BW)),
-                       f"{source}: node_link.bandwidth"),
+            _pos_float(
+                link.get("bandwidth", getattr(first_spec, "scale_up_bw", DEFAULT_NODE_BW)),
+                f"{source}: node_link.bandwidth",
+            ),
             _nonneg_float(link.get("latency", 1e-6), f"{source}: node_link.latency"),
         )
         levels = [node_level]
@@ -169,7 +177,8 @@ class Cluster:
             if nodes < prev.nodes:
                 raise TopologyError(
                     f"{where}: groups of {nodes} nodes are smaller than the level below "
-                    f"('{prev.name}', {prev.nodes} nodes): a domain cannot be larger than its parent"
+                    f"('{prev.name}', {prev.nodes} nodes): a domain cannot be larger than "
+                    "its parent"
                 )
             if nodes % prev.nodes:
                 raise TopologyError(
@@ -178,8 +187,14 @@ class Cluster:
                 )
             bw = _pos_float(lv.get("bandwidth"), f"{where}.bandwidth")
             oversub = _pos_float(lv.get("oversubscription", 1.0), f"{where}.oversubscription")
-            levels.append(Level(lname, nodes, bw / oversub,
-                                _nonneg_float(lv.get("latency", 5e-6), f"{where}.latency")))
+            levels.append(
+                Level(
+                    lname,
+                    nodes,
+                    bw / oversub,
+                    _nonneg_float(lv.get("latency", 5e-6), f"{where}.latency"),
+                )
+            )
         if len(levels) == 1 and n_nodes > 1:
             raise TopologyError(
                 f"{source}: {n_nodes} nodes but no 'levels' connect them; add e.g. "
@@ -235,16 +250,21 @@ class Cluster:
         for n in range(self.num_nodes):
             g.add_node(("node", n), device_type=self.node_type[n])
             for d in self.node_devices(n):
-                g.add_edge(("device", d), ("node", n), bandwidth=node_lv.bandwidth,
-                           latency=node_lv.latency)
+                g.add_edge(
+                    ("device", d), ("node", n), bandwidth=node_lv.bandwidth, latency=node_lv.latency
+                )
         for i in range(1, len(self.levels)):
             lower, upper = self.levels[i - 1], self.levels[i]
             lower_name = "node" if i == 1 else lower.name
             n_lower = -(-self.num_nodes // lower.nodes)
             for c in range(n_lower):
                 parent = (c * lower.nodes) // upper.nodes
-                g.add_edge((lower_name, c), (upper.name, parent), bandwidth=upper.bandwidth,
-                           latency=upper.latency)
+                g.add_edge(
+                    (lower_name, c),
+                    (upper.name, parent),
+                    bandwidth=upper.bandwidth,
+                    latency=upper.latency,
+                )
         return g
 
     def describe(self) -> str:

@@ -29,10 +29,10 @@ A complete strict FIFO::
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from enum import Enum
-from typing import TYPE_CHECKING, Any, ClassVar, Protocol
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from clustersim.workload.job import Job
 
@@ -155,10 +155,8 @@ class JobRecord:
         return f"JobRecord({self.job.id!r}, {self.state.value}, remaining={self.remaining:.1f})"
 
 
-class PlacementFn(Protocol):
-    """A placement policy: devices for ``job`` on ``state``, or None if it does not fit."""
-
-    def __call__(self, job: Job, state: ClusterState) -> tuple[int, ...] | None: ...
+PlacementFn = Callable[[Job, "ClusterState"], "tuple[int, ...] | None"]
+"""A placement policy: devices for a job on a cluster state, or None if it does not fit."""
 
 
 class ClusterView:
@@ -211,13 +209,13 @@ class ClusterView:
         """The record of a submitted job."""
         return self._e.records[job_id]  # type: ignore[no-any-return]
 
-    def place(self, job: JobRecord | Job, placement: PlacementFn | None = None) -> (
-        tuple[int, ...] | None
-    ):
+    def place(
+        self, job: JobRecord | Job, placement: PlacementFn | None = None
+    ) -> tuple[int, ...] | None:
         """Devices for ``job`` under the scenario's placement policy (or ``placement``)."""
         j = job.job if isinstance(job, JobRecord) else job
         fn = placement or self._e.placement
-        return fn(j, self._e.state)  # type: ignore[no-any-return]
+        return fn(j, self._e.state)
 
     def fits_count(self, job: JobRecord | Job) -> bool:
         """Cheap necessary condition: enough fully free devices for a whole-device job."""

@@ -128,9 +128,9 @@ def _spread_nodes(idx: NodeIndex, state: ClusterState, k: int) -> list[int] | No
             idx.set_free(idx.nodes[pos], f)
 
 
-def _shared(job: Job, idx: NodeIndex, state: ClusterState, rule: _NodeRule) -> (
-    tuple[int, ...] | None
-):
+def _shared(
+    job: Job, idx: NodeIndex, state: ClusterState, rule: _NodeRule
+) -> tuple[int, ...] | None:
     out: list[int] = []
     chosen: set[int] = set()
     partial = idx.partial

@@ -22,6 +22,7 @@ among shapes that fit is exactly the job a linear scan would start next.
 from __future__ import annotations
 
 import heapq
+import itertools
 from bisect import bisect_left, bisect_right, insort
 from collections.abc import Iterator
 from typing import Any
@@ -264,7 +265,7 @@ class DiscretizedLAS(Scheduler):
 
     def __init__(self, thresholds: list[float] | None = None, service: str = "time") -> None:
         th = [3600.0] if thresholds is None else [float(x) for x in thresholds]
-        if any(b <= a for a, b in zip(th, th[1:], strict=False)) or any(x <= 0 for x in th):
+        if any(b <= a for a, b in itertools.pairwise(th)) or any(x <= 0 for x in th):
             raise ConfigError(f"las.thresholds must be positive and increasing, got {th}")
         if service not in ("time", "gpu_time"):
             raise ConfigError(f"las.service must be 'time' or 'gpu_time', got {service!r}")

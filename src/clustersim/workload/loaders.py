@@ -63,7 +63,9 @@ def _rows(path: Path, required: Sequence[str]) -> Iterator[tuple[int, dict[str, 
     try:
         fh = path.open(newline="", encoding="utf-8")
     except FileNotFoundError:
-        raise TraceError(str(path), None, None, "file not found", "check the 'trace' path") from None
+        raise TraceError(
+            str(path), None, None, "file not found", "check the 'trace' path"
+        ) from None
     with fh:
         reader = csv.DictReader(fh)
         header = reader.fieldnames
@@ -74,21 +76,34 @@ def _rows(path: Path, required: Sequence[str]) -> Iterator[tuple[int, dict[str, 
         for col in required:
             if col not in header:
                 raise TraceError(
-                    str(path), 1, col, "missing column",
+                    str(path),
+                    1,
+                    col,
+                    "missing column",
                     f"the header must contain {', '.join(required)}; it has {', '.join(header)}",
                 )
         for row in reader:
             if None in row:
                 raise TraceError(
-                    str(path), reader.line_num, None,
-                    f"row has {len(header) + len(row[None])} fields, header has {len(header)}",  # type: ignore[index]
+                    str(path),
+                    reader.line_num,
+                    None,
+                    f"row has {len(header) + len(row[None])} fields, header has {len(header)}",
                     "remove the extra commas or quote the field",
                 )
             yield reader.line_num, row
 
 
-def _num(path: Path, line: int, name: str, text: str | None, *, minimum: float | None = None,
-         strict_min: bool = False, integer: bool = False) -> float:
+def _num(
+    path: Path,
+    line: int,
+    name: str,
+    text: str | None,
+    *,
+    minimum: float | None = None,
+    strict_min: bool = False,
+    integer: bool = False,
+) -> float:
     if text is None or text.strip() == "":
         raise TraceError(str(path), line, name, "empty value", f"give a number for '{name}'")
     try:
@@ -101,8 +116,9 @@ def _num(path: Path, line: int, name: str, text: str | None, *, minimum: float |
         raise TraceError(str(path), line, name, f"'{text}' is not a whole number")
     if minimum is not None and (value <= minimum if strict_min else value < minimum):
         rel = ">" if strict_min else ">="
-        raise TraceError(str(path), line, name, f"{text} is out of range",
-                         f"'{name}' must be {rel} {minimum:g}")
+        raise TraceError(
+            str(path), line, name, f"{text} is out of range", f"'{name}' must be {rel} {minimum:g}"
+        )
     return value
 
 
@@ -119,20 +135,34 @@ def load_csv(path: str | Path) -> tuple[list[Job], LoadReport]:
         if not jid:
             raise TraceError(str(p), line, "job_id", "empty job id")
         if jid in seen:
-            raise TraceError(str(p), line, "job_id", f"duplicate job id '{jid}'",
-                             f"first seen on line {seen[jid]}")
+            raise TraceError(
+                str(p),
+                line,
+                "job_id",
+                f"duplicate job id '{jid}'",
+                f"first seen on line {seen[jid]}",
+            )
         seen[jid] = line
         submit = _num(p, line, "submit_time", row["submit_time"], minimum=0)
-        gpus = int(_num(p, line, "num_gpus", row["num_gpus"], minimum=0, strict_min=True,
-                        integer=True))
+        gpus = int(
+            _num(p, line, "num_gpus", row["num_gpus"], minimum=0, strict_min=True, integer=True)
+        )
         dur = _num(p, line, "duration", row["duration"], minimum=0)
         milli = FULL_GPU_MILLI
         if (row.get("gpu_milli") or "").strip():
-            milli = int(_num(p, line, "gpu_milli", row["gpu_milli"], minimum=0, strict_min=True,
-                             integer=True))
+            milli = int(
+                _num(
+                    p, line, "gpu_milli", row["gpu_milli"], minimum=0, strict_min=True, integer=True
+                )
+            )
             if milli > FULL_GPU_MILLI:
-                raise TraceError(str(p), line, "gpu_milli", f"{milli} > 1000",
-                                 "gpu_milli is the share of ONE device in 1/1000; use num_gpus")
+                raise TraceError(
+                    str(p),
+                    line,
+                    "gpu_milli",
+                    f"{milli} > 1000",
+                    "gpu_milli is the share of ONE device in 1/1000; use num_gpus",
+                )
         dtype = (row.get("device_type") or "").strip() or None
         attrs: dict[str, object] = {}
         for k, v in row.items():
@@ -157,7 +187,10 @@ def _header(path: Path, fh: Any, required: Sequence[str]) -> tuple[Any, dict[str
     for col in required:
         if col not in header:
             raise TraceError(
-                str(path), 1, col, "missing column",
+                str(path),
+                1,
+                col,
+                "missing column",
                 f"the header must contain {', '.join(required)}; it has {', '.join(header)}",
             )
     return reader, {h: i for i, h in enumerate(header)}
@@ -166,7 +199,7 @@ def _header(path: Path, fh: Any, required: Sequence[str]) -> tuple[Any, dict[str
 def load_philly(
     path: str | Path, virtual_clusters: Sequence[str] | None = None
 ) -> tuple[list[Job], LoadReport]:
-    """Load the Philly job list (Pollux artifact format), optionally one or more virtual clusters."""
+    """Load the Philly job list (Pollux artifact format), optionally some virtual clusters."""
     p = Path(path)
     report = LoadReport(str(p))
     wanted = set(virtual_clusters) if virtual_clusters else None
@@ -187,8 +220,9 @@ def load_philly(
                 continue
             report.rows += 1
             if len(row) != width:
-                raise TraceError(str(p), line, None,
-                                 f"row has {len(row)} fields, header has {width}")
+                raise TraceError(
+                    str(p), line, None, f"row has {len(row)} fields, header has {width}"
+                )
             vc = row[i_vc].strip()
             if wanted is not None and vc not in wanted:
                 report.drop("other virtual cluster")
@@ -196,8 +230,13 @@ def load_philly(
             try:
                 when = parse_time(row[i_ts].strip())
             except ValueError:
-                raise TraceError(str(p), line, "timestamp", f"'{row[i_ts]}' is not a date-time",
-                                 "use YYYY-MM-DD HH:MM:SS") from None
+                raise TraceError(
+                    str(p),
+                    line,
+                    "timestamp",
+                    f"'{row[i_ts]}' is not a date-time",
+                    "use YYYY-MM-DD HH:MM:SS",
+                ) from None
             try:
                 gpus = int(row[i_g])
                 dur = float(row[i_dur])
@@ -205,8 +244,9 @@ def load_philly(
             except ValueError:
                 ok = False
             if not ok:  # re-parse slowly for a precise message
-                gpus = int(_num(p, line, "num_gpus", row[i_g], minimum=0, strict_min=True,
-                                integer=True))
+                gpus = int(
+                    _num(p, line, "num_gpus", row[i_g], minimum=0, strict_min=True, integer=True)
+                )
                 dur = _num(p, line, "duration", row[i_dur], minimum=0)
             raw.append((when, gpus, dur, vc, line))
     if not raw:
@@ -214,8 +254,16 @@ def load_philly(
         return [], report
     t0 = min(r[0] for r in raw)
     jobs = [
-        Job(f"philly-{line}", (when - t0).total_seconds(), gpus, dur, FULL_GPU_MILLI, None, i,
-            {"virtual_cluster": vc})
+        Job(
+            f"philly-{line}",
+            (when - t0).total_seconds(),
+            gpus,
+            dur,
+            FULL_GPU_MILLI,
+            None,
+            i,
+            {"virtual_cluster": vc},
+        )
         for i, (when, gpus, dur, vc, line) in enumerate(raw)
     ]
     jobs.sort(key=lambda j: (j.submit_time, j.seq))
@@ -231,7 +279,8 @@ def load_openb(path: str | Path) -> tuple[list[Job], LoadReport]:
     pods = load_openb_pods(p)
     report = LoadReport(str(p), rows=len(pods.name))
     created: np.ndarray = pods.creation_time
-    t0 = float(min(x for x in created if x == x)) if len(created) else 0.0
+    finite = [float(x) for x in created if math.isfinite(x)]
+    t0 = min(finite) if finite else 0.0
     jobs: list[Job] = []
     for i in range(len(pods.name)):
         ngpu = int(pods.num_gpu[i])
@@ -244,8 +293,19 @@ def load_openb(path: str | Path) -> tuple[list[Job], LoadReport]:
             continue
         milli = int(pods.gpu_milli[i]) if ngpu == 1 else FULL_GPU_MILLI
         spec = pods.gpu_spec[i] or None
-        jobs.append(Job(pods.name[i], float(created[i]) - t0, ngpu, end - start, milli, spec,
-                        len(jobs), {"cpu_milli": float(pods.cpu_milli[i]), "qos": pods.qos[i]}))
+        submit = float(created[i]) - t0 if math.isfinite(created[i]) else start - t0
+        jobs.append(
+            Job(
+                pods.name[i],
+                submit,
+                ngpu,
+                end - start,
+                milli,
+                spec,
+                len(jobs),
+                {"cpu_milli": float(pods.cpu_milli[i]), "qos": pods.qos[i]},
+            )
+        )
     jobs.sort(key=lambda j: (j.submit_time, j.seq))
     report.kept = len(jobs)
     return jobs, report
@@ -276,8 +336,16 @@ def load_workload(scenario: Scenario, rng: np.random.Generator) -> tuple[list[Jo
         t0 = jobs[0].submit_time
         s = w.load_scale
         jobs = [
-            Job(j.id, t0 + (j.submit_time - t0) / s, j.num_gpus, j.duration, j.gpu_milli,
-                j.device_type, j.seq, j.attrs)
+            Job(
+                j.id,
+                t0 + (j.submit_time - t0) / s,
+                j.num_gpus,
+                j.duration,
+                j.gpu_milli,
+                j.device_type,
+                j.seq,
+                j.attrs,
+            )
             for j in jobs
         ]
     report.kept = len(jobs)
