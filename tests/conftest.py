@@ -31,8 +31,14 @@ def make_jobs(rows: Sequence[tuple[float, int, float]]) -> list[Any]:
     return [Job(f"j{i}", float(s), int(g), float(d), seq=i) for i, (s, g, d) in enumerate(rows)]
 
 
-def run_engine(rows: Sequence[tuple[float, int, float]], nodes: int, gpn: int, policy: str,
-               placement: str = "first_fit", **kw: Any) -> Any:
+def run_engine(
+    rows: Sequence[tuple[float, int, float]],
+    nodes: int,
+    gpn: int,
+    policy: str,
+    placement: str = "first_fit",
+    **kw: Any,
+) -> Any:
     """Run the engine directly on a uniform cluster; returns the EngineResult."""
     from clustersim.engine import Engine
     from clustersim.schedulers.placement import get_placement
@@ -41,6 +47,7 @@ def run_engine(rows: Sequence[tuple[float, int, float]], nodes: int, gpn: int, p
 
     params = kw.pop("params", {})
     cluster = Cluster.uniform(nodes, gpn, "V100")
-    eng = Engine(cluster, make_jobs(rows), create_scheduler(policy, params),
-                 get_placement(placement), **kw)
+    eng = Engine(
+        cluster, make_jobs(rows), create_scheduler(policy, params), get_placement(placement), **kw
+    )
     return eng.run()

@@ -38,8 +38,12 @@ class RJob:
     extra: dict[str, float] = field(default_factory=dict)
 
 
-def simulate(jobs: list[tuple[float, int, float]], capacity: int, policy: str,
-             thresholds: tuple[float, ...] = (3600.0,)) -> list[RJob]:
+def simulate(
+    jobs: list[tuple[float, int, float]],
+    capacity: int,
+    policy: str,
+    thresholds: tuple[float, ...] = (3600.0,),
+) -> list[RJob]:
     """``jobs`` = (submit, gpus, duration) in trace order; returns jobs with ``end`` set."""
     order = sorted(range(len(jobs)), key=lambda i: (jobs[i][0], i))
     rjobs = [RJob(i, *jobs[i]) for i in range(len(jobs))]
@@ -103,8 +107,9 @@ def decide(active: list[RJob], capacity: int, policy: str, rank: dict[int, int])
     if policy == "srtf":
         ranked = sorted(active, key=lambda j: (j.remaining, rank[j.idx]))
     elif policy == "las":
-        ranked = sorted(active, key=lambda j: (j.level, 0 if j.running else 1, j.entry,
-                                               rank[j.idx]))
+        ranked = sorted(
+            active, key=lambda j: (j.level, 0 if j.running else 1, j.entry, rank[j.idx])
+        )
     else:
         raise ValueError(policy)
     left = capacity
