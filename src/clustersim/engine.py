@@ -97,6 +97,7 @@ class Engine:
         self.policy = policy_name or scheduler.name
         self.placement = placement
         self.speed_model = speed_model
+        self._ideal = speed_model is ideal_speed
         self.checkpoint_s = checkpoint_s
         self.restore_s = restore_s
         self.horizon = horizon
@@ -277,7 +278,7 @@ class Engine:
             rec.overhead_until = now
         else:
             rec.overhead_until = now + self.restore_s
-        speed = self.speed_model(job, devices, self.cluster)
+        speed = 1.0 if self._ideal else self.speed_model(job, devices, self.cluster)
         if not (0.0 < speed <= 1.0 + 1e-9):
             raise SimulationError(f"speed model returned {speed} for job '{rec.id}'")
         rec.speed = speed

@@ -41,18 +41,20 @@ JOB_COLUMNS = (
 
 def job_table(records: list[JobRecord]) -> dict[str, Any]:
     """Column-oriented per-job table (numpy arrays, ``devices`` as lists)."""
-    n = len(records)
-    submit = np.fromiter((r.job.submit_time for r in records), float, n)
-    first = np.fromiter((r.first_start for r in records), float, n)
-    end = np.fromiter((r.end for r in records), float, n)
-    run_time = np.fromiter((r.run_time for r in records), float, n)
+    rows = [
+        (r.job.submit_time, r.job.num_gpus, r.job.gpu_milli, r.job.duration, r.first_start,
+         r.end, r.run_time, r.preemptions, r.remaining)
+        for r in records
+    ]
+    a = np.array(rows, dtype=float).reshape(len(rows), 9)
+    submit, first, end, run_time = a[:, 0], a[:, 4], a[:, 5], a[:, 6]
     jct = end - submit
     return {
-        "job_id": [r.job.id for r in records],
+        "job_id": [r.id for r in records],
         "submit_time": submit,
-        "num_gpus": np.fromiter((r.job.num_gpus for r in records), np.int64, n),
-        "gpu_milli": np.fromiter((r.job.gpu_milli for r in records), np.int64, n),
-        "duration": np.fromiter((r.job.duration for r in records), float, n),
+        "num_gpus": a[:, 1].astype(np.int64),
+        "gpu_milli": a[:, 2].astype(np.int64),
+        "duration": a[:, 3],
         "state": [r.state.value for r in records],
         "first_start": first,
         "end": end,
@@ -60,8 +62,8 @@ def job_table(records: list[JobRecord]) -> dict[str, Any]:
         "wait": jct - run_time,
         "queue_delay": first - submit,
         "run_time": run_time,
-        "preemptions": np.fromiter((r.preemptions for r in records), np.int64, n),
-        "remaining": np.fromiter((r.remaining for r in records), float, n),
+        "preemptions": a[:, 7].astype(np.int64),
+        "remaining": a[:, 8],
         "devices": [list(r.devices) for r in records],
     }
 

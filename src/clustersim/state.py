@@ -243,6 +243,7 @@ class ClusterState:
         self.used_milli_total += FULL * len(devices)
 
     def _take_free(self, touched: dict[int, list[int]]) -> None:
+        all_idx, by_type = self.all, self.by_type
         for node, devs in touched.items():
             fl = self.free_devices[node]
             k = len(devs)
@@ -251,9 +252,12 @@ class ClusterState:
             else:
                 gone = set(devs)
                 fl[:] = [x for x in fl if x not in gone]
-            self.node_free[node] -= k
+            v = self.node_free[node] - k
+            self.node_free[node] = v
             self.free_total -= k
-            self._node_changed(node)
+            all_idx.set_free(node, v)
+            if by_type:
+                by_type[self.cluster.node_type[node]].set_free(node, v)
 
     def _allocate_shared(self, devices: Sequence[int], milli: int) -> None:
         problem = self.check(devices, milli)
@@ -279,6 +283,50 @@ class ClusterState:
 
     def release(self, devices: Iterable[int], milli: int = FULL) -> None:
         """Give back ``milli`` of each device."""
+        if milli != FULL:
+            self._release_shared(devices, milli)
+            return
+        node_of = self.cluster.node_of
+        used = self.used
+        down = self.down
+        touched: dict[int, list[int]] = {}
+        count = 0
+        for d in devices:
+            count += 1
+            if used[d] != FULL:
+                raise CapacityError(f"device {d} released more than it held")
+            used[d] = 0
+            if down and d in down:
+                continue
+            node = int(node_of[d])
+            lst = touched.get(node)
+            if lst is None:
+                touched[node] = [d]
+            else:
+                lst.append(d)
+        self._give_free(touched)
+        self.used_milli_total -= FULL * count
+
+    def _give_free(self, touched: dict[int, list[int]]) -> None:
+        all_idx, by_type = self.all, self.by_type
+        for node, devs in touched.items():
+            fl = self.free_devices[node]
+            if not fl or fl[-1] < devs[0]:
+                fl.extend(devs)
+                if len(devs) > 1:
+                    fl.sort()
+            else:
+                fl.extend(devs)
+                fl.sort()
+            k = len(devs)
+            v = self.node_free[node] + k
+            self.node_free[node] = v
+            self.free_total += k
+            all_idx.set_free(node, v)
+            if by_type:
+                by_type[self.cluster.node_type[node]].set_free(node, v)
+
+    def _release_shared(self, devices: Iterable[int], milli: int) -> None:
         node_of = self.cluster.node_of
         used = self.used
         touched: dict[int, list[int]] = {}
@@ -299,13 +347,7 @@ class ClusterState:
                     touched.setdefault(node, []).append(d)
             elif after < FULL:
                 insort(self._index_partial(node).partial, (FULL - after, d))
-        for node, devs in touched.items():
-            fl = self.free_devices[node]
-            for d in devs:
-                insort(fl, d)
-            self.node_free[node] += len(devs)
-            self.free_total += len(devs)
-            self._node_changed(node)
+        self._give_free(touched)
         self.used_milli_total -= milli * count
 
     def set_down(self, devices: Iterable[int]) -> None:

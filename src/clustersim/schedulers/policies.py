@@ -87,6 +87,10 @@ class ShapeQueues:
                 best, best_key = shape, k
         return best
 
+    def has_shared(self) -> bool:
+        """True when some waiting job takes a fractional device (it may fit with 0 free)."""
+        return any(s.need == 0 and s.heap for s in self.shapes.values())
+
     def pop(self, shape: _Shape) -> JobRecord:
         """Remove and return the head of ``shape``."""
         self.size -= 1
@@ -150,7 +154,9 @@ class FifoBackfill(Scheduler):
 
     on_requeue = on_submit
 
-    def schedule(self, view: ClusterView) -> Iterator[Action]:
+    def schedule(self, view: ClusterView) -> Iterator[Action] | tuple[()]:
+        if not self.q.size or (view.free_count == 0 and not self.q.has_shared()):
+            return ()
         return _greedy_starts(view, self.q)
 
 
@@ -172,7 +178,9 @@ class ShortestJobFirst(Scheduler):
     def on_requeue(self, job: JobRecord, view: ClusterView) -> None:
         self.q.push(job, job.remaining)
 
-    def schedule(self, view: ClusterView) -> Iterator[Action]:
+    def schedule(self, view: ClusterView) -> Iterator[Action] | tuple[()]:
+        if not self.q.size or (view.free_count == 0 and not self.q.has_shared()):
+            return ()
         return _greedy_starts(view, self.q)
 
 

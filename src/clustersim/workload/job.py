@@ -15,9 +15,9 @@ FULL_GPU_MILLI = 1000
 """A whole device in milli-device units (the openb trace's ``gpu_milli`` scale)."""
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True, eq=True)
 class Job:
-    """One gang-scheduled job.
+    """One gang-scheduled job (treat as immutable: the engine never changes it).
 
     Attributes:
         id: unique job identifier (string, as in the trace).

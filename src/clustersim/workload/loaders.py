@@ -36,9 +36,9 @@ from typing import TYPE_CHECKING, Any
 from clustersim.errors import TraceError
 from clustersim.workload.job import FULL_GPU_MILLI, Job
 
-if TYPE_CHECKING:
-    import numpy as np
+import numpy as np
 
+if TYPE_CHECKING:
     from clustersim.config import Scenario
 
 REQUIRED_CSV = ("job_id", "submit_time", "num_gpus", "duration")
@@ -203,7 +203,11 @@ def load_philly(
     p = Path(path)
     report = LoadReport(str(p))
     wanted = set(virtual_clusters) if virtual_clusters else None
-    raw: list[tuple[datetime, int, float, str, int]] = []
+    stamps: list[str] = []
+    gpus_l: list[int] = []
+    dur_l: list[float] = []
+    vcs: list[str] = []
+    lines: list[int] = []
     try:
         fh = p.open(newline="", encoding="utf-8")
     except FileNotFoundError:
@@ -212,31 +216,18 @@ def load_philly(
         reader, col = _header(p, fh, PHILLY_COLUMNS)
         i_ts, i_dur, i_g, i_vc = (col[c] for c in PHILLY_COLUMNS)
         width = len(col)
-        parse_time = datetime.fromisoformat
-        line = 1
         for row in reader:
             line = reader.line_num
             if not row:
                 continue
             report.rows += 1
             if len(row) != width:
-                raise TraceError(
-                    str(p), line, None, f"row has {len(row)} fields, header has {width}"
-                )
+                raise TraceError(str(p), line, None,
+                                 f"row has {len(row)} fields, header has {width}")
             vc = row[i_vc].strip()
             if wanted is not None and vc not in wanted:
                 report.drop("other virtual cluster")
                 continue
-            try:
-                when = parse_time(row[i_ts].strip())
-            except ValueError:
-                raise TraceError(
-                    str(p),
-                    line,
-                    "timestamp",
-                    f"'{row[i_ts]}' is not a date-time",
-                    "use YYYY-MM-DD HH:MM:SS",
-                ) from None
             try:
                 gpus = int(row[i_g])
                 dur = float(row[i_dur])
@@ -244,27 +235,35 @@ def load_philly(
             except ValueError:
                 ok = False
             if not ok:  # re-parse slowly for a precise message
-                gpus = int(
-                    _num(p, line, "num_gpus", row[i_g], minimum=0, strict_min=True, integer=True)
-                )
+                gpus = int(_num(p, line, "num_gpus", row[i_g], minimum=0, strict_min=True,
+                                integer=True))
                 dur = _num(p, line, "duration", row[i_dur], minimum=0)
-            raw.append((when, gpus, dur, vc, line))
-    if not raw:
+            stamps.append(row[i_ts].strip())
+            gpus_l.append(gpus)
+            dur_l.append(dur)
+            vcs.append(vc)
+            lines.append(line)
+    if not stamps:
         report.kept = 0
         return [], report
-    t0 = min(r[0] for r in raw)
+    try:
+        when = np.array(stamps, dtype="datetime64[s]")
+    except ValueError:
+        for ts, line in zip(stamps, lines, strict=True):  # find the culprit for the message
+            try:
+                datetime.fromisoformat(ts)
+            except ValueError:
+                raise TraceError(str(p), line, "timestamp", f"'{ts}' is not a date-time",
+                                 "use YYYY-MM-DD HH:MM:SS") from None
+        raise
+    if np.isnat(when).any():
+        bad = int(np.flatnonzero(np.isnat(when))[0])
+        raise TraceError(str(p), lines[bad], "timestamp", "empty date-time",
+                         "use YYYY-MM-DD HH:MM:SS")
+    secs = (when - when.min()).astype(np.int64).tolist()
     jobs = [
-        Job(
-            f"philly-{line}",
-            (when - t0).total_seconds(),
-            gpus,
-            dur,
-            FULL_GPU_MILLI,
-            None,
-            i,
-            {"virtual_cluster": vc},
-        )
-        for i, (when, gpus, dur, vc, line) in enumerate(raw)
+        Job(f"philly-{line}", float(t), g, d, FULL_GPU_MILLI, None, i, {"virtual_cluster": vc})
+        for i, (t, g, d, vc, line) in enumerate(zip(secs, gpus_l, dur_l, vcs, lines, strict=True))
     ]
     jobs.sort(key=lambda j: (j.submit_time, j.seq))
     report.kept = len(jobs)
