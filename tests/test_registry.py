@@ -23,9 +23,9 @@ def test_unknown_name_hint() -> None:
 
 
 def test_bad_params_name_the_policy() -> None:
-    with pytest.raises(ConfigError, match="scheduler.params for 'fifo'"):
+    with pytest.raises(ConfigError, match=r"scheduler\.params for 'fifo'"):
         registry.create_scheduler("fifo", {"depth": 3})
-    with pytest.raises(ConfigError, match="las.thresholds"):
+    with pytest.raises(ConfigError, match=r"las\.thresholds"):
         registry.create_scheduler("las", {"thresholds": [10, 5]})
 
 

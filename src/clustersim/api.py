@@ -23,7 +23,7 @@ import numpy as np
 
 from clustersim import __version__
 from clustersim.config import Scenario, scenario_to_yaml
-from clustersim.engine import Engine, EngineResult
+from clustersim.engine import Engine, EngineResult, Outage
 from clustersim.errors import ClusterSimError, ConfigError
 from clustersim.metrics import job_table, summarize
 from clustersim.schedulers.placement import get_placement
@@ -113,6 +113,7 @@ def simulate(scenario: Scenario, progress: bool = False) -> RunResult:
     kwargs: dict[str, Any] = {}
     if speed_model is not None:
         kwargs["speed_model"] = speed_model
+    outages, fcfg = _outages(scenario, cluster, jobs, rng)
     engine = Engine(
         cluster,
         jobs,
@@ -124,6 +125,9 @@ def simulate(scenario: Scenario, progress: bool = False) -> RunResult:
         interval=sched_cfg.interval,
         progress=progress,
         policy_name=sched_cfg.name,
+        outages=outages,
+        checkpoint_interval=fcfg.checkpoint_interval_s if fcfg else None,
+        recovery_s=fcfg.recovery_s if fcfg else 0.0,
         **kwargs,
     )
     skipped = [j.id for j, _ in bad]
@@ -138,12 +142,53 @@ def simulate(scenario: Scenario, progress: bool = False) -> RunResult:
     return _assemble(scenario, cluster, raw, report, skipped)
 
 
+def _outages(
+    scenario: Scenario, cluster: Cluster, jobs: list[Job], rng: np.random.Generator
+) -> tuple[list[Outage], Any]:
+    """Node outages of the run from the scenario's failure model or failure trace."""
+    fcfg = scenario.failures
+    if fcfg is None:
+        return [], None
+    from clustersim.reliability.failures import (
+        ClusterLayout,
+        generate_failures,
+        load_failure_trace,
+    )
+
+    model = fcfg.model
+    idx = np.arange(cluster.num_nodes, dtype=np.int64)
+    layout = ClusterLayout(
+        devices_per_node=np.asarray(cluster.node_size, dtype=np.int64),
+        switch_of_node=idx // model.nodes_per_switch,
+        power_domain_of_node=idx // model.nodes_per_power_domain,
+        device_type_of_node=tuple(cluster.node_type),
+        links_per_node=model.links_per_node,
+    )
+    t0 = jobs[0].submit_time
+    if model.trace is not None:
+        events = load_failure_trace(scenario.resolve_path(model.trace), layout)
+    else:
+        horizon = scenario.horizon or fcfg.horizon_s
+        if horizon is None:  # long enough to drain: arrivals + all work on the cluster + slack
+            work = sum(j.duration * j.gpu_demand for j in jobs) / cluster.num_devices
+            horizon = 2.0 * (jobs[-1].submit_time - t0 + work + max(j.duration for j in jobs))
+        events = generate_failures(model, layout, horizon, rng)
+    for e in events:
+        bad = [n for n in e.nodes if not 0 <= n < cluster.num_nodes]
+        if bad:
+            raise ConfigError(
+                f"failure at t={e.time}: node {bad[0]} does not exist "
+                f"(cluster has nodes 0..{cluster.num_nodes - 1})"
+            )
+    return [Outage(t0 + e.time, tuple(e.nodes), e.repair_time, e.kind) for e in events], fcfg
+
+
 def _assemble(
     scenario: Scenario, cluster: Cluster, raw: EngineResult, report: LoadReport, skipped: list[str]
 ) -> RunResult:
     table = job_table(raw.records)
     summary = summarize(
-        table, raw.util_t, raw.util_milli, raw.capacity, raw.start_time, raw.end_time
+        table, raw.util_t, raw.util_milli, raw.capacity, raw.start_time, raw.end_time, raw.down
     )
     summary.update(
         {
@@ -186,6 +231,7 @@ def write_results(result: RunResult, out: str | Path, fmt: str = "parquet") -> P
             "allocated_devices": result.engine.util_milli / 1000.0,
             "queue_length": result.engine.queue_len,
             "running_jobs": result.engine.running,
+            "down_devices": result.engine.down,
         }
         if fmt == "parquet":
             _write_parquet(tmp / "jobs.parquet", result.jobs, meta)

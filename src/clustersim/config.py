@@ -25,6 +25,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from clustersim.errors import ConfigError
+from clustersim.reliability.failures import FailureModel
 
 DEFAULT_SCENARIO = "default.yaml"
 """Name of the embedded scenario that ``clustersim run`` uses without arguments."""
@@ -129,6 +130,29 @@ class PreemptionConfig(_Model):
     )
 
 
+class FailuresConfig(_Model):
+    """Node outages during the run (see :mod:`clustersim.reliability` and docs/reliability.md).
+
+    ``model`` is the reliability module's failure model (default: Meta's
+    research-cluster rates; ``model.trace`` replays a CSV failure trace
+    instead). A failure interrupts every job on the failed nodes: work since
+    the job's last checkpoint (taken every ``checkpoint_interval_s`` seconds of
+    progress, or at a preemption) is lost, and the job re-enters the queue
+    after ``recovery_s`` (detection + teardown). Failure times are relative
+    to the first arrival. Periodic checkpoints cost no time here; the
+    reliability module's simulator models their cost for large gang jobs.
+    """
+
+    model: FailureModel = Field(default_factory=FailureModel)
+    checkpoint_interval_s: float | None = Field(
+        default=3600.0, gt=0, description="seconds of progress between checkpoints (None: none)"
+    )
+    recovery_s: float = Field(default=0.0, ge=0, description="detection + teardown seconds")
+    horizon_s: float | None = Field(
+        default=None, gt=0, description="draw failures up to this time (default: long enough)"
+    )
+
+
 class Scenario(_Model):
     """One simulation run."""
 
@@ -139,6 +163,7 @@ class Scenario(_Model):
     workload: WorkloadConfig
     scheduler: SchedulerConfig = Field(default_factory=SchedulerConfig)
     preemption: PreemptionConfig = Field(default_factory=PreemptionConfig)
+    failures: FailuresConfig | None = None
     base_dir: str | None = Field(
         default=None, description="folder relative paths resolve against (set by the loader)"
     )

@@ -45,6 +45,24 @@ from clustersim.state import FULL, CapacityError, ClusterState
 from clustersim.topology import Cluster
 from clustersim.workload.job import Job
 
+
+@dataclass(frozen=True, slots=True)
+class Outage:
+    """Nodes that fail at ``time`` (absolute simulated seconds).
+
+    Every job holding a device on those nodes is interrupted: it loses the work
+    done since its last checkpoint and re-enters the queue after the recovery
+    delay. The nodes' devices leave the free pool for ``repair_s`` seconds
+    (0 = restart in place: jobs are interrupted, devices stay available).
+    Overlapping outages of a node keep it down until the latest repair ends.
+    """
+
+    time: float
+    nodes: tuple[int, ...]
+    repair_s: float
+    kind: str = "failure"
+
+
 SpeedModel = Callable[[Job, tuple[int, ...], Cluster], float]
 """Speed (0 < s <= 1) of ``job`` on ``devices``; work advances ``s`` seconds per second."""
 
@@ -63,6 +81,8 @@ class EngineResult:
     util_milli: np.ndarray  # allocated milli-devices from util_t[i] to util_t[i+1]
     queue_len: np.ndarray  # waiting jobs from util_t[i]
     running: np.ndarray  # running jobs from util_t[i]
+    down: np.ndarray  # devices down (failed, under repair) from util_t[i]
+    outages: int  # outage events processed
     capacity: int
     end_time: float
     start_time: float
@@ -90,6 +110,9 @@ class Engine:
         interval: float | None = None,
         progress: bool = False,
         policy_name: str | None = None,
+        outages: Sequence[Outage] = (),
+        checkpoint_interval: float | None = None,
+        recovery_s: float = 0.0,
     ) -> None:
         self.cluster = cluster
         self.state = ClusterState(cluster)
@@ -123,7 +146,13 @@ class Engine:
         self._done = 0
         self._events = 0
         self._passes = 0
-        self._series: list[tuple[float, int, int, int]] = []
+        self._series: list[tuple[float, int, int, int, int]] = []
+        self.outages = sorted(outages, key=lambda o: o.time)
+        self.checkpoint_interval = checkpoint_interval
+        self.recovery_s = recovery_s
+        self.checkpointing: dict[str, JobRecord] = {}
+        self._up_at: dict[int, float] = {}
+        self._outages_seen = 0
         self._bar: Any = None
 
     # ------------------------------------------------------------------ view support
@@ -152,14 +181,16 @@ class Engine:
                 self.state.used_milli_total,
                 len(self.queue) - len(self._deferred_out),
                 len(self.running),
+                len(self.state.down),
             )
         )
 
-    def _series_arrays(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    def _series_arrays(self) -> tuple[np.ndarray, ...]:
         """Change-point series: the last record of each instant, unchanged steps merged."""
         if not self._series:
             z = np.zeros(0)
-            return z, z.astype(np.int64), z.astype(np.int64), z.astype(np.int64)
+            zi = z.astype(np.int64)
+            return z, zi, zi, zi, zi
         a = np.array(self._series, dtype=float)
         t = a[:, 0]
         last_of_instant = np.append(t[1:] != t[:-1], True)
@@ -167,7 +198,8 @@ class Engine:
         vals = a[:, 1:]
         changed = np.append(True, (vals[1:] != vals[:-1]).any(axis=1))
         a = a[changed]
-        return a[:, 0], a[:, 1].astype(np.int64), a[:, 2].astype(np.int64), a[:, 3].astype(np.int64)
+        ints = a[:, 1:].astype(np.int64)
+        return a[:, 0], ints[:, 0], ints[:, 1], ints[:, 2], ints[:, 3]
 
     # ------------------------------------------------------------------ scheduling
     def _after_event(self) -> None:
@@ -307,11 +339,13 @@ class Engine:
         del self.running[jid]
         if self.checkpoint_s > 0:
             rec.state = JobState.CHECKPOINTING
+            self.checkpointing[jid] = rec
             epoch = rec.epoch
             self.env.timeout(self.checkpoint_s, (rec, epoch)).callbacks.append(
                 self._checkpoint_done
             )
         else:
+            rec.saved = rec.job.duration - rec.remaining
             self._release(rec)
             rec.state = JobState.QUEUED
             if self._in_pass:
@@ -327,6 +361,8 @@ class Engine:
         self._events += 1
         rec, epoch = ev.value
         if rec.epoch == epoch and rec.state is JobState.CHECKPOINTING:
+            del self.checkpointing[rec.id]
+            rec.saved = rec.job.duration - rec.remaining
             self._release(rec)
             rec.state = JobState.QUEUED
             self._enqueue(rec, requeue=True)
@@ -417,6 +453,87 @@ class Engine:
         self._pass_pending = True
         self._after_event()
 
+    # ------------------------------------------------------------------ failures
+    def _on_outage(self, ev: Any) -> None:
+        self._events += 1
+        self._outages_seen += 1
+        outage: Outage = ev.value
+        now = self.now
+        nodes = set(outage.nodes)
+        node_of = self.cluster.node_of
+        hit = [
+            rec
+            for rec in (*self.running.values(), *self.checkpointing.values())
+            if any(int(node_of[d]) in nodes for d in rec.devices)
+        ]
+        for rec in sorted(hit, key=lambda r: r.order):
+            self._interrupt(rec, now)
+        if outage.repair_s > 0:
+            devices: list[int] = []
+            until = now + outage.repair_s
+            for n in sorted(nodes):
+                if self._up_at.get(n, -1.0) < until:
+                    self._up_at[n] = until
+                devices.extend(self.cluster.node_devices(n))
+            self.state.set_down(devices)
+            self.env.timeout(outage.repair_s, tuple(sorted(nodes))).callbacks.append(
+                self._on_repair
+            )
+        self.scheduler.on_outage(tuple(sorted(nodes)), self.view)
+        self._pass_pending = True
+        self._after_event()
+
+    def _interrupt(self, rec: JobRecord, now: float) -> None:
+        """A failure kills ``rec``: work since the last checkpoint is lost."""
+        if rec.state is JobState.RUNNING:
+            progress = rec.remaining_at(now)
+            rec.attained += now - rec.updated
+            del self.running[rec.id]
+        else:  # checkpointing after a preemption: that checkpoint never completes
+            progress = rec.remaining
+            del self.checkpointing[rec.id]
+        done = rec.job.duration - progress
+        saved = rec.saved
+        c = self.checkpoint_interval
+        if c:
+            saved = max(saved, math.floor(done / c + 1e-9) * c)
+        saved = min(saved, done)
+        rec.lost_work += done - saved
+        rec.remaining = rec.job.duration - saved
+        rec.updated = now
+        rec.epoch += 1
+        rec.failures += 1
+        self._release(rec)
+        self.scheduler.on_interrupt(rec, self.view)
+        if self.recovery_s > 0:
+            rec.state = JobState.RECOVERING
+            self.env.timeout(self.recovery_s, (rec, rec.epoch)).callbacks.append(self._recovered)
+        else:
+            rec.state = JobState.QUEUED
+            self._enqueue(rec, requeue=True)
+
+    def _recovered(self, ev: Any) -> None:
+        self._events += 1
+        rec, epoch = ev.value
+        if rec.epoch == epoch and rec.state is JobState.RECOVERING:
+            rec.state = JobState.QUEUED
+            self._enqueue(rec, requeue=True)
+            self._pass_pending = True
+        self._after_event()
+
+    def _on_repair(self, ev: Any) -> None:
+        self._events += 1
+        now = self.now
+        back: list[int] = []
+        for n in ev.value:
+            if self._up_at.get(n, 0.0) <= now + 1e-9:
+                self._up_at.pop(n, None)
+                back.extend(self.cluster.node_devices(n))
+        if back:
+            self.state.set_up(back)
+            self._pass_pending = True
+        self._after_event()
+
     # ------------------------------------------------------------------ run
     def run(self) -> EngineResult:
         """Simulate until every job ended, the horizon, or nothing can happen any more."""
@@ -427,6 +544,9 @@ class Engine:
             self.env.timeout(0, 0).callbacks.append(self._on_arrive)
         if self.interval is not None:
             self.env.timeout(self.interval).callbacks.append(self._tick)
+        for outage in self.outages:
+            if outage.time >= start_time:
+                self.env.timeout(outage.time - start_time, outage).callbacks.append(self._on_outage)
         if self.progress:
             from tqdm import tqdm
 
@@ -476,13 +596,15 @@ class Engine:
                 f"(no arrival, completion or wake-up left), e.g. {sample}: scheduler "
                 f"'{self.policy}' with this placement never placed them"
             )
-        util_t, util_milli, queue_len, running = self._series_arrays()
+        util_t, util_milli, queue_len, running, down = self._series_arrays()
         return EngineResult(
             records=list(self.records.values()),
             util_t=util_t,
             util_milli=util_milli,
             queue_len=queue_len,
             running=running,
+            down=down,
+            outages=self._outages_seen,
             capacity=self.cluster.num_devices,
             end_time=now,
             start_time=start_time,

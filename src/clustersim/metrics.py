@@ -9,6 +9,10 @@ Definitions (times in seconds):
 * **GPU utilization** = allocated device-seconds / (devices × (end − start of
   the run)), where the allocation series is a step function integrated
   exactly between change points; fractional shares count as their fraction.
+  Devices down for repair are idle for this measure; **availability** = 1 −
+  down device-seconds / (devices × span) reports them separately.
+* **failure interruptions** and **lost work** (device-hours of progress redone
+  because it was not checkpointed) come from node outages.
 * Percentiles use numpy's default linear interpolation.
 """
 
@@ -42,11 +46,22 @@ JOB_COLUMNS = (
 def job_table(records: list[JobRecord]) -> dict[str, Any]:
     """Column-oriented per-job table (numpy arrays, ``devices`` as lists)."""
     rows = [
-        (r.job.submit_time, r.job.num_gpus, r.job.gpu_milli, r.job.duration, r.first_start,
-         r.end, r.run_time, r.preemptions, r.remaining)
+        (
+            r.job.submit_time,
+            r.job.num_gpus,
+            r.job.gpu_milli,
+            r.job.duration,
+            r.first_start,
+            r.end,
+            r.run_time,
+            r.preemptions,
+            r.remaining,
+            r.failures,
+            r.lost_work,
+        )
         for r in records
     ]
-    a = np.array(rows, dtype=float).reshape(len(rows), 9)
+    a = np.array(rows, dtype=float).reshape(len(rows), 11)
     submit, first, end, run_time = a[:, 0], a[:, 4], a[:, 5], a[:, 6]
     jct = end - submit
     return {
@@ -64,6 +79,8 @@ def job_table(records: list[JobRecord]) -> dict[str, Any]:
         "run_time": run_time,
         "preemptions": a[:, 7].astype(np.int64),
         "remaining": a[:, 8],
+        "failures": a[:, 9].astype(np.int64),
+        "lost_work": a[:, 10],
         "devices": [list(r.devices) for r in records],
     }
 
@@ -88,6 +105,7 @@ def summarize(
     capacity: int,
     start_time: float,
     end_time: float,
+    down: np.ndarray | None = None,
 ) -> dict[str, Any]:
     """The run summary (what ``summary.json`` holds, apart from run metadata)."""
     done = np.array([s == JobState.DONE.value for s in table["state"]], dtype=bool)
@@ -99,6 +117,7 @@ def summarize(
         return float(fn(x)) if len(x) else None
 
     span = end_time - start_time
+    down_s = integrate_steps(util_t, down.astype(float), end_time) if down is not None else 0.0
     alloc = allocated_device_seconds(util_t, util_milli, end_time)
     last_end = float(np.max(table["end"][done])) if done.any() else None
     first_submit = float(np.min(table["submit_time"])) if len(table["submit_time"]) else None
@@ -119,6 +138,10 @@ def summarize(
         "gpu_utilization": alloc / (capacity * span) if span > 0 and capacity else 0.0,
         "allocated_device_hours": alloc / 3600.0,
         "preemptions": int(table["preemptions"].sum()),
+        "failure_interruptions": int(table["failures"].sum()),
+        "lost_work_device_hours": float((table["lost_work"] * table["num_gpus"]).sum()) / 3600,
+        "down_device_hours": down_s / 3600.0,
+        "availability": 1.0 - down_s / (capacity * span) if span > 0 and capacity else 1.0,
         "simulated_s": span,
     }
 

@@ -73,6 +73,7 @@ class JobState(Enum):
     QUEUED = "queued"
     RUNNING = "running"
     CHECKPOINTING = "checkpointing"  # preempted, still holding devices while saving
+    RECOVERING = "recovering"  # interrupted by a failure, waiting out detection/teardown
     DONE = "done"
     SKIPPED = "skipped"  # rejected up front (e.g. wider than the cluster)
 
@@ -89,9 +90,11 @@ class JobRecord:
         "devices",
         "end",
         "epoch",
+        "failures",
         "first_start",
         "id",
         "job",
+        "lost_work",
         "num_gpus",
         "order",
         "overhead_until",
@@ -101,6 +104,7 @@ class JobRecord:
         "remaining",
         "run_start",
         "run_time",
+        "saved",
         "speed",
         "state",
         "updated",
@@ -123,6 +127,9 @@ class JobRecord:
         self.overhead_until = 0.0  # restore overhead ends at this time
         self.speed = 1.0
         self.preemptions = 0
+        self.failures = 0  # interruptions by outages
+        self.lost_work = 0.0  # work (s at full speed) redone because of failures
+        self.saved = 0.0  # work safely checkpointed (s at full speed)
         self.epoch = 0  # bumped at every start/stop; stale completion events are ignored
         self.queue_level = 0  # free for policies that keep priority queues (e.g. LAS)
         self.queue_order = float(order)
@@ -244,6 +251,12 @@ class Scheduler:
 
     def on_requeue(self, job: JobRecord, view: ClusterView) -> None:
         """A preempted job is back in the queue (checkpoint done, devices released)."""
+
+    def on_interrupt(self, job: JobRecord, view: ClusterView) -> None:
+        """A failure stopped ``job`` (it no longer runs; it is requeued after recovery)."""
+
+    def on_outage(self, nodes: tuple[int, ...], view: ClusterView) -> None:
+        """Nodes failed (their devices are down until repaired)."""
 
     def schedule(self, view: ClusterView) -> Iterable[Action]:
         """Actions to take now; a generator is applied action by action."""

@@ -318,6 +318,9 @@ class DiscretizedLAS(Scheduler):
         self._leave_running(job, lv)
         self.waiting[lv].push(job, self.entry[job.id])
 
+    def on_interrupt(self, job: JobRecord, view: ClusterView) -> None:
+        self._leave_running(job, self.level[job.id])
+
     def on_finish(self, job: JobRecord, view: ClusterView) -> None:
         lv = self.level.pop(job.id)
         self._leave_running(job, lv)

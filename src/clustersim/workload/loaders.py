@@ -33,10 +33,10 @@ from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
+
 from clustersim.errors import TraceError
 from clustersim.workload.job import FULL_GPU_MILLI, Job
-
-import numpy as np
 
 if TYPE_CHECKING:
     from clustersim.config import Scenario
@@ -222,8 +222,9 @@ def load_philly(
                 continue
             report.rows += 1
             if len(row) != width:
-                raise TraceError(str(p), line, None,
-                                 f"row has {len(row)} fields, header has {width}")
+                raise TraceError(
+                    str(p), line, None, f"row has {len(row)} fields, header has {width}"
+                )
             vc = row[i_vc].strip()
             if wanted is not None and vc not in wanted:
                 report.drop("other virtual cluster")
@@ -235,8 +236,9 @@ def load_philly(
             except ValueError:
                 ok = False
             if not ok:  # re-parse slowly for a precise message
-                gpus = int(_num(p, line, "num_gpus", row[i_g], minimum=0, strict_min=True,
-                                integer=True))
+                gpus = int(
+                    _num(p, line, "num_gpus", row[i_g], minimum=0, strict_min=True, integer=True)
+                )
                 dur = _num(p, line, "duration", row[i_dur], minimum=0)
             stamps.append(row[i_ts].strip())
             gpus_l.append(gpus)
@@ -253,13 +255,19 @@ def load_philly(
             try:
                 datetime.fromisoformat(ts)
             except ValueError:
-                raise TraceError(str(p), line, "timestamp", f"'{ts}' is not a date-time",
-                                 "use YYYY-MM-DD HH:MM:SS") from None
+                raise TraceError(
+                    str(p),
+                    line,
+                    "timestamp",
+                    f"'{ts}' is not a date-time",
+                    "use YYYY-MM-DD HH:MM:SS",
+                ) from None
         raise
     if np.isnat(when).any():
         bad = int(np.flatnonzero(np.isnat(when))[0])
-        raise TraceError(str(p), lines[bad], "timestamp", "empty date-time",
-                         "use YYYY-MM-DD HH:MM:SS")
+        raise TraceError(
+            str(p), lines[bad], "timestamp", "empty date-time", "use YYYY-MM-DD HH:MM:SS"
+        )
     secs = (when - when.min()).astype(np.int64).tolist()
     jobs = [
         Job(f"philly-{line}", float(t), g, d, FULL_GPU_MILLI, None, i, {"virtual_cluster": vc})
