@@ -214,8 +214,12 @@ class Engine:
         try:
             actions = self.scheduler.schedule(self.view)
             if actions is not None:
+                start = self._start
                 for action in actions:
-                    self._apply(action)
+                    if type(action) is Start:
+                        start(action)
+                    else:
+                        self._apply(action)
         except ClusterSimError:
             raise
         except Exception as exc:
@@ -256,7 +260,9 @@ class Engine:
 
     def _start(self, action: Start) -> None:
         rec = self.records.get(action.job)
-        devices = tuple(action.devices)
+        devices = action.devices
+        if type(devices) is not tuple:
+            devices = tuple(devices)
         if rec is None:
             raise SchedulerError(
                 self.policy, "asked to start an unknown job", action.job, devices, self.now
@@ -311,7 +317,7 @@ class Engine:
         else:
             rec.overhead_until = now + self.restore_s
         speed = 1.0 if self._ideal else self.speed_model(job, devices, self.cluster)
-        if not (0.0 < speed <= 1.0 + 1e-9):
+        if not (speed > 0.0 and math.isfinite(speed)):
             raise SimulationError(f"speed model returned {speed} for job '{rec.id}'")
         rec.speed = speed
         self.running[rec.id] = rec

@@ -15,13 +15,19 @@ costs O(k + m log N) for N nodes. Placement queries never scan all devices:
   O(G log N), G = largest node size);
 * partly used devices (fractional jobs) sit in a sorted list keyed by
   ``(free_milli, device)`` for best-fit share placement in O(log n).
+
+Placement policies that need more (per-level free counts for topology-aware
+placement) build their own index once, keep it in :attr:`ClusterState.indexes`
+and stay current through :attr:`ClusterState.listeners`, which every node
+change calls; with no listener the hot path pays one empty loop.
 """
 
 from __future__ import annotations
 
 import heapq
 from bisect import bisect_left, insort
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any
 
 from clustersim.errors import ClusterSimError
 from clustersim.topology import Cluster
@@ -154,6 +160,7 @@ class ClusterState:
 
     def __init__(self, cluster: Cluster) -> None:
         self.cluster = cluster
+        self.node_of: list[int] = cluster.node_of.tolist()  # plain list: fast scalar reads
         self.used: list[int] = [0] * cluster.num_devices
         self.node_free: list[int] = list(cluster.node_size)
         self.free_devices: list[list[int]] = [
@@ -162,6 +169,11 @@ class ClusterState:
         self.free_total = cluster.num_devices
         self.used_milli_total = 0
         self.down: set[int] = set()
+        self.listeners: list[Callable[[int, int], None]] = []
+        """Called as ``fn(node, free)`` after a node's fully free count changed; placement
+        policies register here to keep their own indexes current (see ``indexes``)."""
+        self.indexes: dict[str, Any] = {}
+        """Extra indexes built lazily by placement policies (e.g. per-level free counts)."""
         gmax = cluster.max_node_size
         self.all = NodeIndex(range(cluster.num_nodes), self.node_free, gmax)
         self.by_type: dict[str, NodeIndex] = {}
@@ -194,6 +206,8 @@ class ClusterState:
         self.all.set_free(node, v)
         if self.by_type:
             self.by_type[self.cluster.node_type[node]].set_free(node, v)
+        for fn in self.listeners:
+            fn(node, v)
 
     def _index_partial(self, node: int) -> NodeIndex:
         if self.by_type:
@@ -225,7 +239,7 @@ class ClusterState:
         used = self.used
         n = len(used)
         down = self.down
-        node_of = self.cluster.node_of
+        node_of = self.node_of
         touched: dict[int, list[int]] = {}
         for i, d in enumerate(devices):
             if not (0 <= d < n) or used[d] or (down and d in down):
@@ -233,7 +247,7 @@ class ClusterState:
                     used[x] = 0
                 raise CapacityError(self.check(devices, milli) or f"device {d} unavailable")
             used[d] = FULL
-            node = int(node_of[d])
+            node = node_of[d]
             lst = touched.get(node)
             if lst is None:
                 touched[node] = [d]
@@ -263,14 +277,14 @@ class ClusterState:
         problem = self.check(devices, milli)
         if problem is not None:
             raise CapacityError(problem)
-        node_of = self.cluster.node_of
+        node_of = self.node_of
         touched: dict[int, list[int]] = {}
         used = self.used
         for d in devices:
             before = used[d]
             after = before + milli
             used[d] = after
-            node = int(node_of[d])
+            node = node_of[d]
             if before == 0:
                 touched.setdefault(node, []).append(d)
             else:
@@ -286,7 +300,7 @@ class ClusterState:
         if milli != FULL:
             self._release_shared(devices, milli)
             return
-        node_of = self.cluster.node_of
+        node_of = self.node_of
         used = self.used
         down = self.down
         touched: dict[int, list[int]] = {}
@@ -298,7 +312,7 @@ class ClusterState:
             used[d] = 0
             if down and d in down:
                 continue
-            node = int(node_of[d])
+            node = node_of[d]
             lst = touched.get(node)
             if lst is None:
                 touched[node] = [d]
@@ -327,7 +341,7 @@ class ClusterState:
                 by_type[self.cluster.node_type[node]].set_free(node, v)
 
     def _release_shared(self, devices: Iterable[int], milli: int) -> None:
-        node_of = self.cluster.node_of
+        node_of = self.node_of
         used = self.used
         touched: dict[int, list[int]] = {}
         count = 0
@@ -338,7 +352,7 @@ class ClusterState:
             if after < 0:
                 raise CapacityError(f"device {d} released more than it held")
             used[d] = after
-            node = int(node_of[d])
+            node = node_of[d]
             if 0 < before < FULL:
                 idx = self._index_partial(node)
                 del idx.partial[bisect_left(idx.partial, (FULL - before, d))]
@@ -358,7 +372,7 @@ class ClusterState:
             if self.used[d]:
                 raise CapacityError(f"device {d} is in use; release it before taking it down")
             self.down.add(d)
-            node = int(self.cluster.node_of[d])
+            node = self.node_of[d]
             self.free_devices[node].remove(d)
             self.node_free[node] -= 1
             self.free_total -= 1
@@ -370,7 +384,7 @@ class ClusterState:
             if d not in self.down:
                 continue
             self.down.discard(d)
-            node = int(self.cluster.node_of[d])
+            node = self.node_of[d]
             insort(self.free_devices[node], d)
             self.node_free[node] += 1
             self.free_total += 1
