@@ -22,9 +22,17 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
-from clustersim.errors import ConfigError
+from clustersim.errors import ClusterSimError, ConfigError
+from clustersim.perf import PerfConfig
 from clustersim.reliability.failures import FailureModel
 
 DEFAULT_SCENARIO = "default.yaml"
@@ -48,6 +56,16 @@ class ClusterConfig(_Model):
     device: str = Field(default="V100", description="device model from the catalogue")
     network: Literal["ideal", "topology"] = "ideal"
     topology: str | None = Field(default=None, description="path to a topology YAML file")
+
+    @field_validator("device")
+    @classmethod
+    def _known_device(cls, v: str) -> str:
+        from clustersim.hardware import get_device
+
+        try:
+            return get_device(v).name
+        except ClusterSimError as exc:
+            raise ValueError(str(exc)) from None
 
     @model_validator(mode="after")
     def _one_shape(self) -> ClusterConfig:
@@ -164,6 +182,9 @@ class Scenario(_Model):
     scheduler: SchedulerConfig = Field(default_factory=SchedulerConfig)
     preemption: PreemptionConfig = Field(default_factory=PreemptionConfig)
     failures: FailuresConfig | None = None
+    perf: PerfConfig | None = Field(
+        default=None, description="communication speed model (cluster.network: topology)"
+    )
     base_dir: str | None = Field(
         default=None, description="folder relative paths resolve against (set by the loader)"
     )
