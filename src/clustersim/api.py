@@ -103,7 +103,7 @@ def simulate(scenario: Scenario, progress: bool = False) -> RunResult:
     speed_model = None
     if scenario.cluster.network == "topology":
         try:
-            from clustersim.perf import speed_model_for  # type: ignore[import-not-found]
+            from clustersim.perf import speed_model_for
         except ImportError:
             raise ConfigError(
                 "cluster.network: 'topology' needs the communication speed model "

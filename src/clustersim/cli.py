@@ -1,7 +1,10 @@
 """The ``clustersim`` command line (click). It parses arguments and calls the API; no logic here.
 
-Commands: ``run`` (one scenario), ``plot`` (figures from a results folder),
-``trace`` (inspect a trace file), ``list`` (registered schedulers, placements,
+Commands: ``run`` (one scenario), ``sweep`` (a grid of scenarios over seeds,
+resumable, on local processes, Dask or Ray), ``results`` (the table of a
+sweep), ``plot`` (figures from a results or sweep folder), ``report`` (one
+self-contained HTML page), ``timeline`` (Perfetto trace of a run), ``trace``
+(inspect a trace file), ``list`` (registered schedulers, placements,
 devices). Errors a user can fix print one clear line and exit with code 2.
 """
 
@@ -143,16 +146,209 @@ def run(
 
 @main.command()
 @click.argument("results", type=click.Path(exists=True, file_okay=False))
-def plot(results: str) -> None:
-    """Draw the figures of a results folder written by ``run --out``."""
-    from clustersim.plots import plot_utilization
+@click.option(
+    "--format",
+    "formats",
+    multiple=True,
+    type=click.Choice(["png", "svg", "pdf"]),
+    help="figure format, repeatable (default: png and svg)",
+)
+@click.option(
+    "--color-by",
+    type=click.Choice(["job", "state"]),
+    default="job",
+    show_default=True,
+    help="occupancy heatmap colours",
+)
+@click.option("--out", "out", type=click.Path(file_okay=False), help="folder (default DIR/plots)")
+def plot(results: str, formats: tuple[str, ...], color_by: str, out: str | None) -> None:
+    """Draw the figures of a results folder (``run --out``) or a sweep folder (``sweep --out``)."""
+    from clustersim.plots import FIGURE_FORMATS, plot_sweep, plot_utilization
+    from clustersim.results import is_sweep
 
     try:
-        path = plot_utilization(results)
+        if not is_sweep(results):
+            click.echo(f"wrote {plot_utilization(results)}")
+        figs = plot_sweep(results, out, formats or FIGURE_FORMATS, color_by=color_by)
     except (ClusterSimError, FileNotFoundError) as exc:
         _fail(exc)
         return
-    click.echo(f"wrote {path}")
+    for f in figs:
+        click.echo(f"wrote {', '.join(str(x) for x in f.files)}  ({f.title})")
+
+
+@main.command()
+@click.argument("sweep_file", metavar="SWEEP.yaml", type=click.Path(dir_okay=False))
+@click.option("--out", "out", required=True, type=click.Path(file_okay=False), help="sweep folder")
+@click.option(
+    "--executor",
+    default="local",
+    show_default=True,
+    help="local, local:N, serial, dask, dask://HOST:PORT, ray, ray://HOST:PORT",
+)
+@click.option("--workers", type=int, default=None, help="local processes (default: all cores)")
+@click.option("--force", is_flag=True, help="recompute points that already have results")
+@click.option("--dry-run", is_flag=True, help="list the points and what would run; run nothing")
+@click.option("--quiet", is_flag=True, help="no progress bar")
+def sweep(
+    sweep_file: str,
+    out: str,
+    executor: str,
+    workers: int | None,
+    force: bool,
+    dry_run: bool,
+    quiet: bool,
+) -> None:
+    """Run every point of SWEEP.yaml into --out; re-running resumes (finished points are kept)."""
+    from pathlib import Path
+
+    from clustersim.sweep import is_finished, load_sweep, run_sweep
+
+    try:
+        sw = load_sweep(sweep_file)
+        done = sum(1 for pt in sw.points if is_finished(Path(out), pt))
+        click.echo(
+            f"sweep {sw.spec.name}: {len(sw.points)} points"
+            f" ({', '.join(sw.swept) or 'no swept keys'}; seeds {sw.spec.seed_list()}),"
+            f" {done} already finished in {out}"
+        )
+        if dry_run:
+            for pt in sw.points:
+                state = "done" if is_finished(Path(out), pt) else "to run"
+                params = ", ".join(f"{k}={v}" for k, v in pt.params.items())
+                click.echo(f"  {pt.index:>5}  {pt.folder}  {state:<6}  {params}")
+            return
+        rep = run_sweep(
+            sw,
+            out,
+            executor=executor,
+            workers=workers,
+            force=force,
+            progress=not quiet and sys.stderr.isatty(),
+        )
+    except ClusterSimError as exc:
+        _fail(exc)
+        return
+    click.echo(
+        f"{rep.computed} computed, {rep.reused} reused, {rep.failed} failed on {rep.executor}"
+        f" in {rep.wall_s:.1f} s; table {rep.table}"
+    )
+    for idx, err in rep.failures[:10]:
+        click.echo(f"  point {idx} failed: {err}", err=True)
+    if rep.failed:
+        click.echo(
+            f"{rep.failed} point(s) failed (details in {out}/failed/); re-run to retry them",
+            err=True,
+        )
+        sys.exit(1)
+    click.echo(f"next: clustersim results {out} | clustersim plot {out} | clustersim report {out}")
+
+
+@main.command()
+@click.argument("folder", type=click.Path(exists=True))
+@click.option("--columns", help="comma-separated columns (default: parameters + key metrics)")
+@click.option("--all", "all_cols", is_flag=True, help="every column")
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["table", "csv", "json"]),
+    default="table",
+    show_default=True,
+)
+def results(folder: str, columns: str | None, all_cols: bool, fmt: str) -> None:
+    """Print the table of runs of a sweep folder (or of one results folder)."""
+    from clustersim.results import default_columns, format_table, load_table
+
+    try:
+        table = load_table(folder)
+        cols = (
+            table.column_names
+            if all_cols
+            else ([c.strip() for c in columns.split(",")] if columns else default_columns(table))
+        )
+        missing = [c for c in cols if c not in table.column_names]
+        if missing:
+            raise ClusterSimError(
+                f"unknown column(s) {', '.join(missing)}; available: "
+                + ", ".join(table.column_names)
+            )
+        sel = table.select(cols)
+        if fmt == "table":
+            click.echo(format_table(sel, cols))
+        elif fmt == "json":
+            click.echo(json.dumps(sel.to_pylist(), indent=1, default=str))
+        else:
+            import csv
+            import io
+
+            buf = io.StringIO()
+            w = csv.writer(buf)
+            w.writerow(cols)
+            for row in sel.to_pylist():
+                w.writerow(["" if row[c] is None else row[c] for c in cols])
+            click.echo(buf.getvalue(), nl=False)
+    except ClusterSimError as exc:
+        _fail(exc)
+
+
+@main.command()
+@click.argument("folder", type=click.Path(exists=True, file_okay=False))
+@click.option("--out", "out", type=click.Path(dir_okay=False), help="default FOLDER/report.html")
+@click.option("--replot", is_flag=True, help="redraw the figures even if they are up to date")
+def report(folder: str, out: str | None, replot: bool) -> None:
+    """Write one self-contained HTML page: summary, figures, runs table, configs."""
+    from clustersim.report import write_report
+
+    try:
+        path = write_report(folder, out, replot=replot)
+    except ClusterSimError as exc:
+        _fail(exc)
+        return
+    click.echo(f"wrote {path} (open it in a browser; it needs no network)")
+
+
+@main.command()
+@click.argument("folder", type=click.Path(exists=True, file_okay=False))
+@click.option(
+    "--by",
+    type=click.Choice(["device", "job"]),
+    default="device",
+    show_default=True,
+    help="one track per device, or jobs packed into lanes",
+)
+@click.option("--point", type=int, default=None, help="for a sweep folder: which point")
+@click.option(
+    "--out",
+    "out",
+    type=click.Path(dir_okay=False),
+    help="default RUN/timeline-BY.json (sweep: DIR/timelines/point-N-BY.json)",
+)
+def timeline(folder: str, by: str, point: int | None, out: str | None) -> None:
+    """Export a run's job lifecycles as Chrome/Perfetto trace-event JSON (ui.perfetto.dev)."""
+    from pathlib import Path
+
+    from clustersim.results import is_sweep, runs
+    from clustersim.timeline import export_trace
+
+    try:
+        run_dir = folder
+        if is_sweep(folder):
+            refs = runs(folder)
+            if point is None:
+                raise ClusterSimError(
+                    f"{folder} is a sweep folder: choose a run with --point N (0..{len(refs) - 1})"
+                )
+            match = [r for r in refs if r.point == point]
+            if not match or match[0].status != "ok":
+                raise ClusterSimError(f"point {point}: no finished run in {folder}")
+            run_dir = str(match[0].path)
+            if out is None:  # keep content-addressed run folders untouched
+                out = str(Path(folder) / "timelines" / f"point-{point}-{by}.json")
+        path = export_trace(run_dir, out, by=by)
+    except ClusterSimError as exc:
+        _fail(exc)
+        return
+    click.echo(f"wrote {path} (open in https://ui.perfetto.dev or chrome://tracing)")
 
 
 @main.command()
