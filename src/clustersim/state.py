@@ -272,6 +272,8 @@ class ClusterState:
             all_idx.set_free(node, v)
             if by_type:
                 by_type[self.cluster.node_type[node]].set_free(node, v)
+            for fn in self.listeners:
+                fn(node, v)
 
     def _allocate_shared(self, devices: Sequence[int], milli: int) -> None:
         problem = self.check(devices, milli)
@@ -339,6 +341,8 @@ class ClusterState:
             all_idx.set_free(node, v)
             if by_type:
                 by_type[self.cluster.node_type[node]].set_free(node, v)
+            for fn in self.listeners:
+                fn(node, v)
 
     def _release_shared(self, devices: Iterable[int], milli: int) -> None:
         node_of = self.node_of

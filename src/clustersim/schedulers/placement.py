@@ -169,3 +169,4 @@ def _make(rule: _NodeRule) -> Placement:
 first_fit = register_placement("first_fit")(_make(_first_fit_nodes))
 pack = register_placement("pack")(_make(_pack_nodes))
 spread = register_placement("spread")(_make(_spread_nodes))
+from clustersim.schedulers import topo_placement as _topo  # noqa: E402,F401
