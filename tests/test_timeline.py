@@ -109,12 +109,28 @@ def test_export_and_cli(run_dir: Path, tmp_path: Path) -> None:
     assert out.is_file() and json.loads(out.read_text())["traceEvents"]
 
 
-def test_preempted_jobs_are_marked_approximate(tmp_path: Path) -> None:
+def test_preempted_jobs_are_exact_with_segments(tmp_path: Path) -> None:
     sc = validate_scenario({**SCENARIO, "scheduler": {"name": "las"}})
     write_results(simulate(sc), tmp_path / "las")
     jobs = read_table(tmp_path / "las" / "jobs.parquet")
     assert jobs["preemptions"].sum() > 0
+    seg = read_table(tmp_path / "las" / "segments.parquet")
+    # every job's segments add up to its device-holding time, one segment per run
+    held: dict[str, float] = {}
+    count: dict[str, int] = {}
+    for j, s0, s1 in zip(seg["job_id"], seg["start"], seg["end"], strict=True):
+        held[str(j)] = held.get(str(j), 0.0) + float(s1 - s0)
+        count[str(j)] = count.get(str(j), 0) + 1
+    for j, rt, p in zip(jobs["job_id"], jobs["run_time"], jobs["preemptions"], strict=True):
+        assert held[str(j)] == pytest.approx(float(rt))
+        assert count[str(j)] == int(p) + 1
+    ev = trace_events(tmp_path / "las", "device")["traceEvents"]
+    xs = [e for e in ev if e["ph"] == "X"]
+    assert not any(e["args"]["approximate"] for e in xs)
+    _no_overlap(xs)
+
+    # without segments.parquet (older results), preempted jobs are marked approximate
+    (tmp_path / "las" / "segments.parquet").unlink()
     ev = trace_events(tmp_path / "las", "device")["traceEvents"]
     approx = {e["name"] for e in ev if e["ph"] == "X" and e["args"]["approximate"]}
     assert approx == {j for j, p in zip(jobs["job_id"], jobs["preemptions"], strict=True) if p}
-    _no_overlap([e for e in ev if e["ph"] == "X" and not e["args"]["approximate"]])

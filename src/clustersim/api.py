@@ -235,6 +235,7 @@ def write_results(result: RunResult, out: str | Path, fmt: str = "parquet") -> P
         }
         if fmt == "parquet":
             _write_parquet(tmp / "jobs.parquet", result.jobs, meta)
+            _write_parquet(tmp / "segments.parquet", _segments(result), meta)
             _write_parquet(
                 tmp / "utilization.parquet", util, {**meta, "capacity": str(result.engine.capacity)}
             )
@@ -260,6 +261,17 @@ def write_results(result: RunResult, out: str | Path, fmt: str = "parquet") -> P
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return out
+
+
+def _segments(result: RunResult) -> dict[str, Any]:
+    """Every interval a job held devices: ``job_id, start, end, devices`` (exact occupancy)."""
+    seg = result.engine.segments
+    return {
+        "job_id": [s[0] for s in seg],
+        "start": np.array([s[1] for s in seg], dtype=float),
+        "end": np.array([s[2] for s in seg], dtype=float),
+        "devices": [list(s[3]) for s in seg],
+    }
 
 
 def _write_parquet(path: Path, cols: dict[str, Any], meta: dict[str, str]) -> None:

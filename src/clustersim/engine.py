@@ -82,6 +82,7 @@ class EngineResult:
     queue_len: np.ndarray  # waiting jobs from util_t[i]
     running: np.ndarray  # running jobs from util_t[i]
     down: np.ndarray  # devices down (failed, under repair) from util_t[i]
+    segments: list[tuple[str, float, float, tuple[int, ...]]]  # (job, start, end, devices)
     outages: int  # outage events processed
     capacity: int
     end_time: float
@@ -147,6 +148,7 @@ class Engine:
         self._events = 0
         self._passes = 0
         self._series: list[tuple[float, int, int, int, int]] = []
+        self._segments: list[tuple[str, float, float, tuple[int, ...]]] = []
         self.outages = sorted(outages, key=lambda o: o.time)
         self.checkpoint_interval = checkpoint_interval
         self.recovery_s = recovery_s
@@ -360,7 +362,9 @@ class Engine:
                 self._enqueue(rec, requeue=True)
 
     def _release(self, rec: JobRecord) -> None:
-        rec.run_time += self.now - rec.run_start
+        now = self.env.now
+        rec.run_time += now - rec.run_start
+        self._segments.append((rec.id, rec.run_start, now, rec.devices))
         self.state.release(rec.devices, rec.job.gpu_milli)
 
     def _checkpoint_done(self, ev: Any) -> None:
@@ -586,6 +590,8 @@ class Engine:
     def _result(self, wall0: float, start_time: float, stopped: str) -> EngineResult:
         now = self.now
         notes: list[str] = []
+        for rec in (*self.running.values(), *self.checkpointing.values()):
+            self._segments.append((rec.id, rec.run_start, now, rec.devices))
         for rec in self.running.values():  # cut open segments at the end of the run
             rec.remaining = rec.remaining_at(now)
             rec.attained += now - rec.updated
@@ -610,6 +616,7 @@ class Engine:
             queue_len=queue_len,
             running=running,
             down=down,
+            segments=self._segments,
             outages=self._outages_seen,
             capacity=self.cluster.num_devices,
             end_time=now,
