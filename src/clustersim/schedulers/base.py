@@ -41,7 +41,7 @@ if TYPE_CHECKING:
     from clustersim.topology import Cluster
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Start:
     """Start waiting job ``job`` on ``devices`` (all of them, as one gang)."""
 
@@ -49,14 +49,14 @@ class Start:
     devices: tuple[int, ...]
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Preempt:
     """Preempt running job ``job``; it goes back to the queue with its progress."""
 
     job: str
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class WakeUp:
     """Run the scheduler again at simulated time ``at`` (seconds)."""
 
@@ -171,6 +171,8 @@ class ClusterView:
 
     def __init__(self, engine: Any) -> None:
         self._e = engine
+        self._state = engine.state
+        self._placement = engine.placement
 
     @property
     def now(self) -> float:
@@ -195,7 +197,7 @@ class ClusterView:
     @property
     def free_count(self) -> int:
         """Fully free devices right now."""
-        return self._e.state.free_total  # type: ignore[no-any-return]
+        return self._state.free_total  # type: ignore[no-any-return]
 
     @property
     def queue(self) -> Iterator[JobRecord]:
@@ -220,9 +222,8 @@ class ClusterView:
         self, job: JobRecord | Job, placement: PlacementFn | None = None
     ) -> tuple[int, ...] | None:
         """Devices for ``job`` under the scenario's placement policy (or ``placement``)."""
-        j = job.job if isinstance(job, JobRecord) else job
-        fn = placement or self._e.placement
-        return fn(j, self._e.state)
+        j = job.job if type(job) is JobRecord else job
+        return (placement or self._placement)(j, self._state)  # type: ignore[arg-type]
 
     def fits_count(self, job: JobRecord | Job) -> bool:
         """Cheap necessary condition: enough fully free devices for a whole-device job."""
