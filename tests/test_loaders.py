@@ -113,3 +113,31 @@ def test_synthetic_is_seeded() -> None:
     gaps = np.diff([j.submit_time for j in a])
     assert abs(gaps.mean() - 1 / cfg.arrival_rate) < 0.15 / cfg.arrival_rate
     assert set(j.num_gpus for j in a) <= set(cfg.gpu_mix)
+
+
+def test_openb_gpu_spec_alternatives_run_on_openb_cluster() -> None:
+    """gpuspec33 pods (with 'V100M16|V100M32'-style constraints) replay on the openb topology."""
+    from conftest import REPO
+
+    from clustersim.api import simulate
+    from clustersim.config import validate_scenario
+
+    path = shared_path("alibaba-gpu-2023-openb", "openb_pod_list_gpuspec33.csv")
+    jobs, _ = load_openb(path)
+    assert any(j.device_type == "V100|V100-16GB" for j in jobs)
+    sc = validate_scenario(
+        {
+            "name": "openb",
+            "cluster": {"topology": str(REPO / "topologies" / "alibaba-openb.yaml")},
+            "workload": {"trace": str(path), "format": "openb", "limit": 1500},
+            "scheduler": {"name": "fifo_backfill"},
+        }
+    )
+    res = simulate(sc)
+    assert res.summary["jobs_completed"] == 1500
+    by = {r.id: r for r in res.engine.records}
+    types = res.cluster.node_type
+    for j in jobs[:1500]:
+        if j.device_type:
+            ok = set(j.device_type.split("|"))
+            assert all(types[int(res.cluster.node_of[d])] in ok for d in by[j.id].devices)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from clustersim.schedulers.placement import first_fit, pack, spread
 from clustersim.state import ClusterState
-from clustersim.topology import Cluster
+from clustersim.topology import Cluster, Level
 from clustersim.workload.job import Job
 
 
@@ -58,3 +58,33 @@ def test_shared_best_fit_on_share() -> None:
     assert first_fit(job(1, 250), s) == (0,)
     assert first_fit(job(1, 500), s) == (5,)
     assert first_fit(job(1, 700), s) == (1,)  # no partial fits: first fully free device
+
+
+def hetero_state() -> ClusterState:
+    c = Cluster(
+        "h",
+        [4, 4, 2],
+        ["H100", "A100", "T4"],
+        [Level("node", 1, 1e11, 1e-6), Level("fabric", 3, 1e10, 1e-6)],
+    )
+    return ClusterState(c)
+
+
+def test_alternative_device_types() -> None:
+    s = hetero_state()
+    j = Job("x", 0, 2, 1, device_type="A100|T4")
+    assert first_fit(j, s) == (4, 5)
+    s.allocate([4, 5, 6, 7])
+    assert first_fit(j, s) == (8, 9)  # A100 node full: T4 node
+    assert first_fit(Job("y", 0, 3, 1, device_type="A100|T4"), s) is None
+    assert first_fit(Job("z", 0, 1, 1, device_type="B200|V100"), s) is None
+
+
+def test_shared_jobs_reuse_partial_devices_on_mixed_clusters() -> None:
+    s = hetero_state()
+    s.allocate([9], 600)  # a T4 shared at 600/1000
+    assert first_fit(Job("a", 0, 1, 1, 300), s) == (9,)  # untyped share finds it
+    assert first_fit(Job("b", 0, 1, 1, 300, device_type="T4"), s) == (9,)
+    assert first_fit(Job("c", 0, 1, 1, 300, device_type="A100|T4"), s) == (9,)
+    s.release([9], 600)
+    assert first_fit(Job("d", 0, 1, 1, 300, device_type="A100|T4"), s) == (4,)

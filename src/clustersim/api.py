@@ -60,22 +60,21 @@ def check_widths(jobs: list[Job], cluster: Cluster, source: str) -> list[tuple[J
                 bad.append(
                     (j, f"asks for {j.num_gpus} devices; the cluster has {cluster.num_devices}")
                 )
-        elif j.device_type not in per_type:
-            bad.append(
-                (
-                    j,
-                    f"needs device type '{j.device_type}', which the cluster lacks "
-                    f"(it has {', '.join(sorted(per_type))})",
+        else:
+            types = j.device_type.split("|")
+            have = sum(per_type.get(t, 0) for t in types)
+            if have == 0:
+                bad.append(
+                    (
+                        j,
+                        f"needs device type '{j.device_type}', which the cluster lacks "
+                        f"(it has {', '.join(sorted(per_type))})",
+                    )
                 )
-            )
-        elif j.num_gpus > per_type[j.device_type]:
-            bad.append(
-                (
-                    j,
-                    f"asks for {j.num_gpus} {j.device_type} devices; the cluster has "
-                    f"{per_type[j.device_type]}",
+            elif j.num_gpus > have:
+                bad.append(
+                    (j, f"asks for {j.num_gpus} {j.device_type} devices; the cluster has {have}")
                 )
-            )
     return bad
 
 

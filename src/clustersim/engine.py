@@ -289,7 +289,8 @@ class Engine:
         if job.device_type is not None:
             node_of, types = self.cluster.node_of, self.cluster.node_type
             n = self.cluster.num_devices
-            wrong = [d for d in devices if 0 <= d < n and types[int(node_of[d])] != job.device_type]
+            ok = set(job.device_type.split("|"))
+            wrong = [d for d in devices if 0 <= d < n and types[int(node_of[d])] not in ok]
             if wrong:
                 raise SchedulerError(
                     self.policy,

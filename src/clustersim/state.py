@@ -177,10 +177,15 @@ class ClusterState:
         gmax = cluster.max_node_size
         self.all = NodeIndex(range(cluster.num_nodes), self.node_free, gmax)
         self.by_type: dict[str, NodeIndex] = {}
+        self._node_idx: list[list[NodeIndex]] = [[] for _ in range(cluster.num_nodes)]
+        """Per node, the indexes besides ``all`` that cover it (device type, type sets)."""
+        self._alternatives: dict[frozenset[str], NodeIndex | None] = {}
         if len(cluster.device_types) > 1:
             for t in cluster.device_types:
                 nodes = [n for n in range(cluster.num_nodes) if cluster.node_type[n] == t]
-                self.by_type[t] = NodeIndex(nodes, self.node_free, gmax)
+                idx = self.by_type[t] = NodeIndex(nodes, self.node_free, gmax)
+                for n in nodes:
+                    self._node_idx[n].append(idx)
 
     # ------------------------------------------------------------------ reads
     @property
@@ -192,9 +197,31 @@ class ClusterState:
         """The index of nodes a job of ``device_type`` may use (None: no such device here)."""
         if device_type is None:
             return self.all
+        if "|" in device_type:
+            return self._index_for_set(frozenset(device_type.split("|")))
         if not self.by_type:
             return self.all if device_type == self.cluster.device_types[0] else None
         return self.by_type.get(device_type)
+
+    def _index_for_set(self, types: frozenset[str]) -> NodeIndex | None:
+        """Index over nodes of any of ``types`` (``"A|B"`` device types), built on first use."""
+        if types in self._alternatives:
+            return self._alternatives[types]
+        c = self.cluster
+        nodes = [n for n in range(c.num_nodes) if c.node_type[n] in types]
+        idx: NodeIndex | None = None
+        if len(nodes) == c.num_nodes:
+            idx = self.all
+        elif nodes:
+            idx = NodeIndex(nodes, self.node_free, c.max_node_size)
+            for n in nodes:
+                self._node_idx[n].append(idx)
+            for n in nodes:  # bring its share list up to date
+                for d in c.node_devices(n):
+                    if 0 < self.used[d] < FULL:
+                        insort(idx.partial, (FULL - self.used[d], d))
+        self._alternatives[types] = idx
+        return idx
 
     def free_on(self, node: int) -> list[int]:
         """Fully free devices of ``node`` in increasing id order (do not modify)."""
@@ -204,15 +231,18 @@ class ClusterState:
     def _node_changed(self, node: int) -> None:
         v = self.node_free[node]
         self.all.set_free(node, v)
-        if self.by_type:
-            self.by_type[self.cluster.node_type[node]].set_free(node, v)
+        for idx in self._node_idx[node]:
+            idx.set_free(node, v)
         for fn in self.listeners:
             fn(node, v)
 
-    def _index_partial(self, node: int) -> NodeIndex:
-        if self.by_type:
-            return self.by_type[self.cluster.node_type[node]]
-        return self.all
+    def _share_remove(self, node: int, key: tuple[int, int]) -> None:
+        for idx in (self.all, *self._node_idx[node]):
+            del idx.partial[bisect_left(idx.partial, key)]
+
+    def _share_add(self, node: int, key: tuple[int, int]) -> None:
+        for idx in (self.all, *self._node_idx[node]):
+            insort(idx.partial, key)
 
     def check(self, devices: Sequence[int], milli: int) -> str | None:
         """Why ``devices`` cannot take ``milli`` each, or None if they can."""
@@ -257,7 +287,7 @@ class ClusterState:
         self.used_milli_total += FULL * len(devices)
 
     def _take_free(self, touched: dict[int, list[int]]) -> None:
-        all_idx, by_type = self.all, self.by_type
+        all_idx, node_idx = self.all, self._node_idx
         for node, devs in touched.items():
             fl = self.free_devices[node]
             k = len(devs)
@@ -270,8 +300,8 @@ class ClusterState:
             self.node_free[node] = v
             self.free_total -= k
             all_idx.set_free(node, v)
-            if by_type:
-                by_type[self.cluster.node_type[node]].set_free(node, v)
+            for idx in node_idx[node]:
+                idx.set_free(node, v)
             for fn in self.listeners:
                 fn(node, v)
 
@@ -290,10 +320,9 @@ class ClusterState:
             if before == 0:
                 touched.setdefault(node, []).append(d)
             else:
-                idx = self._index_partial(node)
-                del idx.partial[bisect_left(idx.partial, (FULL - before, d))]
+                self._share_remove(node, (FULL - before, d))
             if 0 < after < FULL:
-                insort(self._index_partial(node).partial, (FULL - after, d))
+                self._share_add(node, (FULL - after, d))
         self._take_free(touched)
         self.used_milli_total += milli * len(devices)
 
@@ -324,7 +353,7 @@ class ClusterState:
         self.used_milli_total -= FULL * count
 
     def _give_free(self, touched: dict[int, list[int]]) -> None:
-        all_idx, by_type = self.all, self.by_type
+        all_idx, node_idx = self.all, self._node_idx
         for node, devs in touched.items():
             fl = self.free_devices[node]
             if not fl or fl[-1] < devs[0]:
@@ -339,8 +368,8 @@ class ClusterState:
             self.node_free[node] = v
             self.free_total += k
             all_idx.set_free(node, v)
-            if by_type:
-                by_type[self.cluster.node_type[node]].set_free(node, v)
+            for idx in node_idx[node]:
+                idx.set_free(node, v)
             for fn in self.listeners:
                 fn(node, v)
 
@@ -358,13 +387,12 @@ class ClusterState:
             used[d] = after
             node = node_of[d]
             if 0 < before < FULL:
-                idx = self._index_partial(node)
-                del idx.partial[bisect_left(idx.partial, (FULL - before, d))]
+                self._share_remove(node, (FULL - before, d))
             if after == 0:
                 if d not in self.down:
                     touched.setdefault(node, []).append(d)
             elif after < FULL:
-                insort(self._index_partial(node).partial, (FULL - after, d))
+                self._share_add(node, (FULL - after, d))
         self._give_free(touched)
         self.used_milli_total -= milli * count
 

@@ -299,7 +299,7 @@ def load_openb(path: str | Path) -> tuple[list[Job], LoadReport]:
             report.drop("no run time (not scheduled or not deleted in the window)")
             continue
         milli = int(pods.gpu_milli[i]) if ngpu == 1 else FULL_GPU_MILLI
-        spec = pods.gpu_spec[i] or None
+        spec = _canonical_types(pods.gpu_spec[i]) if pods.gpu_spec[i] else None
         submit = float(created[i]) - t0 if math.isfinite(created[i]) else start - t0
         jobs.append(
             Job(
@@ -316,6 +316,24 @@ def load_openb(path: str | Path) -> tuple[list[Job], LoadReport]:
     jobs.sort(key=lambda j: (j.submit_time, j.seq))
     report.kept = len(jobs)
     return jobs, report
+
+
+def _canonical_types(spec: str) -> str:
+    """``"V100M16|V100M32"`` -> ``"V100|V100-16GB"``: catalogue names, sorted; undisclosed
+    codes (G1, G2, G3) and unknown names are kept as written."""
+    from clustersim.errors import ClusterSimError
+    from clustersim.hardware import get_device
+
+    out = set()
+    for name in spec.split("|"):
+        name = name.strip()
+        if not name:
+            continue
+        try:
+            out.add(get_device(name).name)
+        except ClusterSimError:
+            out.add(name)
+    return "|".join(sorted(out))
 
 
 def load_workload(scenario: Scenario, rng: np.random.Generator) -> tuple[list[Job], LoadReport]:
