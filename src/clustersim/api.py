@@ -113,6 +113,15 @@ def simulate(scenario: Scenario, progress: bool = False) -> RunResult:
     if speed_model is not None:
         kwargs["speed_model"] = speed_model
     outages, fcfg = _outages(scenario, cluster, jobs, rng)
+    power_cap = _power_cap(scenario, cluster)
+    if power_cap is not None and power_cap.cap_w is not None:
+        bad += _over_power(jobs, cluster, power_cap, {j.id for j, _ in bad})
+        if bad and scenario.workload.oversized == "reject":
+            j, why = bad[0]
+            raise ConfigError(
+                f"{report.source}: job '{j.id}' {why}. Raise the cap, or set "
+                "'workload.oversized: skip' to leave such jobs out and count them"
+            )
     engine = Engine(
         cluster,
         jobs,
@@ -125,6 +134,7 @@ def simulate(scenario: Scenario, progress: bool = False) -> RunResult:
         progress=progress,
         policy_name=sched_cfg.name,
         outages=outages,
+        power_cap=power_cap,
         checkpoint_interval=fcfg.checkpoint_interval_s if fcfg else None,
         recovery_s=fcfg.recovery_s if fcfg else 0.0,
         **kwargs,
@@ -182,12 +192,84 @@ def _outages(
     return [Outage(t0 + e.time, tuple(e.nodes), e.repair_time, e.kind) for e in events], fcfg
 
 
+def _over_power(
+    jobs: list[Job], cluster: Cluster, cap: Any, already: set[str]
+) -> list[tuple[Job, str]]:
+    """Jobs whose draw on an otherwise idle cluster exceeds the cap (they could never start)."""
+    first_of: dict[str, list[int]] = {}
+    for n in range(cluster.num_nodes):
+        first_of.setdefault(cluster.node_type[n], []).extend(cluster.node_devices(n))
+    bad: list[tuple[Job, str]] = []
+    seen: dict[tuple[int, int, str | None], str | None] = {}
+    for j in jobs:
+        if j.id in already:
+            continue
+        key = (j.num_gpus, j.gpu_milli, j.device_type)
+        if key not in seen:
+            types = j.device_type.split("|") if j.device_type else list(first_of)
+            ok = any(
+                len(first_of.get(t, ())) >= j.num_gpus
+                and cap.fits(first_of[t][: j.num_gpus], j.gpu_milli)
+                for t in types
+            )
+            seen[key] = (
+                None
+                if ok
+                else (
+                    f"would draw more than the power cap of {cap.cap_w / 1e3:.1f} kW even on an "
+                    "idle cluster"
+                )
+            )
+        why = seen[key]
+        if why is not None:
+            bad.append((j, why))
+    return bad
+
+
+def _power_cap(scenario: Scenario, cluster: Cluster) -> Any:
+    """The scenario's :class:`~clustersim.power.PowerCap`, or None without ``power:``."""
+    pcfg = scenario.power
+    if pcfg is None:
+        return None
+    from clustersim.hetero import resolve_specs
+    from clustersim.power import PowerCap, PowerModel
+
+    try:
+        specs = resolve_specs(cluster.device_types)
+    except ClusterSimError as exc:
+        raise ConfigError(f"power: {exc}") from None
+    model = PowerModel(
+        cluster,
+        specs,
+        pue=pcfg.pue,
+        node_overhead_fraction=pcfg.node_overhead_fraction,
+        power_limit_fraction=pcfg.power_limit_fraction,
+    )
+    cap = pcfg.cap_w
+    if cap is None and pcfg.cap_fraction is not None:
+        cap = model.cap_w(pcfg.cap_fraction)
+    if cap is not None and cap < model.idle_floor_w:
+        raise ConfigError(
+            f"power.cap: {cap / 1e3:.1f} kW is below the idle draw of the cluster "
+            f"({model.idle_floor_w / 1e3:.1f} kW); nothing could ever run"
+        )
+    return PowerCap(model, cap)
+
+
 def _assemble(
     scenario: Scenario, cluster: Cluster, raw: EngineResult, report: LoadReport, skipped: list[str]
 ) -> RunResult:
     table = job_table(raw.records)
     summary = summarize(
-        table, raw.util_t, raw.util_milli, raw.capacity, raw.start_time, raw.end_time, raw.down
+        table,
+        raw.util_t,
+        raw.util_milli,
+        raw.capacity,
+        raw.start_time,
+        raw.end_time,
+        raw.down,
+        raw.power_w,
+        raw.power_cap_w,
     )
     summary.update(
         {
@@ -231,6 +313,7 @@ def write_results(result: RunResult, out: str | Path, fmt: str = "parquet") -> P
             "queue_length": result.engine.queue_len,
             "running_jobs": result.engine.running,
             "down_devices": result.engine.down,
+            "power_w": result.engine.power_w,
         }
         if fmt == "parquet":
             _write_parquet(tmp / "jobs.parquet", result.jobs, meta)

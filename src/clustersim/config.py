@@ -171,6 +171,35 @@ class FailuresConfig(_Model):
     )
 
 
+class PowerConfig(_Model):
+    """Facility power and an optional cap (see docs/hetero-power-economics.md).
+
+    Draw = PUE x (node overhead + per device: idle power, or its active power
+    while allocated, scaled by its share). With ``cap_w`` or ``cap_fraction``
+    (of the draw with every device busy) the engine rejects any start that
+    would exceed the cap, so the cap holds at every instant; policies read
+    ``view.power_headroom_w`` (e.g. ``power_aware``).
+    """
+
+    pue: float = Field(default=1.58, ge=1.0, description="power usage effectiveness")
+    node_overhead_fraction: float = Field(
+        default=0.275, ge=0, description="static node power as a share of its devices' TDP"
+    )
+    power_limit_fraction: float = Field(
+        default=1.0, gt=0, le=1, description="device power limit as a share of TDP"
+    )
+    cap_w: float | None = Field(default=None, gt=0, description="facility power cap (W)")
+    cap_fraction: float | None = Field(
+        default=None, gt=0, le=1, description="cap as a share of the all-busy draw"
+    )
+
+    @model_validator(mode="after")
+    def _one_cap(self) -> PowerConfig:
+        if self.cap_w is not None and self.cap_fraction is not None:
+            raise ValueError("give 'cap_w' or 'cap_fraction', not both")
+        return self
+
+
 class Scenario(_Model):
     """One simulation run."""
 
@@ -182,6 +211,7 @@ class Scenario(_Model):
     scheduler: SchedulerConfig = Field(default_factory=SchedulerConfig)
     preemption: PreemptionConfig = Field(default_factory=PreemptionConfig)
     failures: FailuresConfig | None = None
+    power: PowerConfig | None = None
     perf: PerfConfig | None = Field(
         default=None, description="communication speed model (cluster.network: topology)"
     )

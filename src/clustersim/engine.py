@@ -83,6 +83,8 @@ class EngineResult:
     running: np.ndarray  # running jobs from util_t[i]
     down: np.ndarray  # devices down (failed, under repair) from util_t[i]
     segments: list[tuple[str, float, float, tuple[int, ...]]]  # (job, start, end, devices)
+    power_w: np.ndarray  # facility power draw (W) from util_t[i]; zeros without a model
+    power_cap_w: float | None  # the cap the run enforced
     outages: int  # outage events processed
     capacity: int
     end_time: float
@@ -112,6 +114,7 @@ class Engine:
         progress: bool = False,
         policy_name: str | None = None,
         outages: Sequence[Outage] = (),
+        power_cap: Any = None,
         checkpoint_interval: float | None = None,
         recovery_s: float = 0.0,
     ) -> None:
@@ -153,6 +156,8 @@ class Engine:
         self.checkpoint_interval = checkpoint_interval
         self.recovery_s = recovery_s
         self.checkpointing: dict[str, JobRecord] = {}
+        self.power_cap = power_cap  # clustersim.power.PowerCap or None
+        self._power: list[float] = []
         self._up_at: dict[int, float] = {}
         self._outages_seen = 0
         self._bar: Any = None
@@ -177,6 +182,8 @@ class Engine:
 
     # ------------------------------------------------------------------ recording
     def _record(self) -> None:
+        if self.power_cap is not None:
+            self._power.append(self.power_cap.draw_w)
         self._series.append(
             (
                 self.env.now,
@@ -188,20 +195,25 @@ class Engine:
         )
 
     def _series_arrays(self) -> tuple[np.ndarray, ...]:
-        """Change-point series: the last record of each instant, unchanged steps merged."""
+        """Change-point series: the last record of each instant, unchanged steps merged.
+
+        Returns time, allocated milli-devices, queue length, running jobs, devices down
+        and facility power (W; zeros without a power model).
+        """
         if not self._series:
             z = np.zeros(0)
             zi = z.astype(np.int64)
-            return z, zi, zi, zi, zi
+            return z, zi, zi, zi, zi, z
         a = np.array(self._series, dtype=float)
+        p = np.array(self._power, dtype=float) if self._power else np.zeros(len(a))
         t = a[:, 0]
-        last_of_instant = np.append(t[1:] != t[:-1], True)
-        a = a[last_of_instant]
-        vals = a[:, 1:]
+        keep = np.append(t[1:] != t[:-1], True)
+        a, p = a[keep], p[keep]
+        vals = np.column_stack([a[:, 1:], p])
         changed = np.append(True, (vals[1:] != vals[:-1]).any(axis=1))
-        a = a[changed]
+        a, p = a[changed], p[changed]
         ints = a[:, 1:].astype(np.int64)
-        return a[:, 0], ints[:, 0], ints[:, 1], ints[:, 2], ints[:, 3]
+        return a[:, 0], ints[:, 0], ints[:, 1], ints[:, 2], ints[:, 3], p
 
     # ------------------------------------------------------------------ scheduling
     def _after_event(self) -> None:
@@ -300,10 +312,22 @@ class Engine:
                     devices,
                     self.now,
                 )
+        pc = self.power_cap
+        if pc is not None and not pc.fits(devices, job.gpu_milli):
+            raise SchedulerError(
+                self.policy,
+                f"starting it would draw {pc.draw_after(devices, job.gpu_milli) / 1e3:.1f} kW, "
+                f"over the power cap of {pc.cap_w / 1e3:.1f} kW (read view.power_headroom_w)",
+                rec.id,
+                devices,
+                self.now,
+            )
         try:
             self.state.allocate(devices, job.gpu_milli)
         except CapacityError as exc:
             raise SchedulerError(self.policy, str(exc), rec.id, devices, self.now) from None
+        if pc is not None:
+            pc.allocate(devices, job.gpu_milli, check=False)
         now = self.env.now
         if self._in_pass:
             self._deferred_out.append(rec.id)
@@ -367,6 +391,8 @@ class Engine:
         rec.run_time += now - rec.run_start
         self._segments.append((rec.id, rec.run_start, now, rec.devices))
         self.state.release(rec.devices, rec.job.gpu_milli)
+        if self.power_cap is not None:
+            self.power_cap.release(rec.devices, rec.job.gpu_milli)
 
     def _checkpoint_done(self, ev: Any) -> None:
         self._events += 1
@@ -609,7 +635,7 @@ class Engine:
                 f"(no arrival, completion or wake-up left), e.g. {sample}: scheduler "
                 f"'{self.policy}' with this placement never placed them"
             )
-        util_t, util_milli, queue_len, running, down = self._series_arrays()
+        util_t, util_milli, queue_len, running, down, power = self._series_arrays()
         return EngineResult(
             records=list(self.records.values()),
             util_t=util_t,
@@ -617,6 +643,8 @@ class Engine:
             queue_len=queue_len,
             running=running,
             down=down,
+            power_w=power,
+            power_cap_w=None if self.power_cap is None else self.power_cap.cap_w,
             segments=self._segments,
             outages=self._outages_seen,
             capacity=self.cluster.num_devices,

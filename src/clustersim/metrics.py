@@ -106,6 +106,8 @@ def summarize(
     start_time: float,
     end_time: float,
     down: np.ndarray | None = None,
+    power_w: np.ndarray | None = None,
+    power_cap_w: float | None = None,
 ) -> dict[str, Any]:
     """The run summary (what ``summary.json`` holds, apart from run metadata)."""
     done = np.array([s == JobState.DONE.value for s in table["state"]], dtype=bool)
@@ -142,8 +144,27 @@ def summarize(
         "lost_work_device_hours": float((table["lost_work"] * table["num_gpus"]).sum()) / 3600,
         "down_device_hours": down_s / 3600.0,
         "availability": 1.0 - down_s / (capacity * span) if span > 0 and capacity else 1.0,
+        **_power_summary(util_t, power_w, power_cap_w, end_time, span),
         "simulated_s": span,
     }
+
+
+def _power_summary(
+    t: np.ndarray, w: np.ndarray | None, cap: float | None, end: float, span: float
+) -> dict[str, Any]:
+    """Energy (exact integral of the draw's step function), peak, mean, cap headroom."""
+    if w is None or not len(w) or not np.any(w):
+        return {}
+    energy_j = integrate_steps(t, w, end)
+    out: dict[str, Any] = {
+        "energy_kwh": energy_j / 3.6e6,
+        "peak_power_kw": float(w.max()) / 1e3,
+        "mean_power_kw": energy_j / span / 1e3 if span > 0 else None,
+    }
+    if cap is not None:
+        out["power_cap_kw"] = cap / 1e3
+        out["max_draw_over_cap"] = float(w.max()) / cap
+    return out
 
 
 def jct_cdf(table: dict[str, Any]) -> tuple[np.ndarray, np.ndarray]:

@@ -214,6 +214,23 @@ class ClusterView:
         """Running jobs (in start order)."""
         return self._e.running.values()  # type: ignore[no-any-return]
 
+    @property
+    def power_draw_w(self) -> float | None:
+        """Facility power draw now (W), or None when the scenario has no power model."""
+        pc = self._e.power_cap
+        return None if pc is None else float(pc.draw_w)
+
+    @property
+    def power_headroom_w(self) -> float | None:
+        """Power cap minus draw (W); None without a power model, inf without a cap."""
+        pc = self._e.power_cap
+        return None if pc is None else float(pc.headroom_w)
+
+    def power_fits(self, devices: tuple[int, ...], milli: int = 1000) -> bool:
+        """Whether starting a job on ``devices`` keeps the draw within the cap."""
+        pc = self._e.power_cap
+        return True if pc is None else bool(pc.fits(devices, milli))
+
     def job(self, job_id: str) -> JobRecord:
         """The record of a submitted job."""
         return self._e.records[job_id]  # type: ignore[no-any-return]

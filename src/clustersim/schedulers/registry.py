@@ -68,6 +68,7 @@ def _load_entry_points() -> None:
 
 def get_scheduler(name: str) -> type[Scheduler]:
     """The policy class registered as ``name`` (built-in or entry point)."""
+    import clustersim.schedulers.hetero_policies
     import clustersim.schedulers.policies  # noqa: F401  (registers the built-ins)
 
     if name not in SCHEDULERS:
@@ -89,6 +90,7 @@ def create_scheduler(name: str, params: dict[str, Any]) -> Scheduler:
 
 def scheduler_names() -> list[str]:
     """All registered policy names (entry points included)."""
+    import clustersim.schedulers.hetero_policies
     import clustersim.schedulers.policies  # noqa: F401
 
     _load_entry_points()
