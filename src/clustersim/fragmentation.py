@@ -19,6 +19,13 @@ This module owns:
   with the passed :class:`numpy.random.Generator`.
 * :func:`replay` -- place a sequence of pods one by one (no departures), dropping
   pods that fit nowhere, and record allocation and fragmentation after each pod.
+* :func:`gpu_only_mix` -- the typical mix without the CPU dimension, for the
+  event-driven engine (which models no CPU); the engine placements built on this
+  module live in :mod:`clustersim.schedulers.share_placement`.
+* :func:`fragmentation_timeline` / :func:`run_fragmentation` -- the FGD fragment
+  amount, fragmentation ratio and unallocated share of an engine run (its segments,
+  or a results folder's ``segments.parquet`` + ``jobs.parquet``) at sample times,
+  vectorised over samples and devices (:class:`FragTimeline`).
 
 Rules follow the authors' simulator, hkust-adsl/kubernetes-scheduler-simulator
 (``pkg/utils/frag.go``, ``pkg/simulator/plugin/*_score.go``, ``open_gpu_share.go``,
@@ -40,14 +47,18 @@ memory MiB, GPU milli-GPU (1000 = one whole GPU).
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
-from typing import Protocol
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 import numpy.typing as npt
 
 from clustersim.errors import ConfigError, SchedulerError, UnknownNameError
 from clustersim.workload.openb import OpenbNodes, OpenbPods
+
+if TYPE_CHECKING:
+    from clustersim.topology import Cluster
 
 MILLI = 1000
 """One whole GPU in milli-GPU."""
@@ -224,6 +235,26 @@ def typical_mix(
     )
 
 
+def gpu_only_mix(
+    num_gpu: Sequence[int] | IntArray,
+    gpu_milli: Sequence[int] | IntArray,
+    gpu_spec: Sequence[str] | None = None,
+    threshold: float = TYPICAL_COVERAGE,
+) -> TypicalMix:
+    """Typical mix of GPU requests alone, for clusters whose CPU is not modelled.
+
+    :func:`typical_mix` with every pod given the same CPU request, so shapes are
+    ``(gpu_milli, num_gpu, gpu_spec)`` (pods differing only in CPU merge; count ties
+    are ordered by larger milli-GPU, larger GPU count, larger spec), then the mix's
+    CPU column is set to 0 so that nodes with no CPU capacity (``cpu_free`` 0) pass
+    every shape's CPU test. ``gpu_spec`` None means ``''`` (any model) for every pod.
+    """
+    n = len(num_gpu)
+    spec = [""] * n if gpu_spec is None else [str(x) for x in gpu_spec]
+    mix = typical_mix(np.zeros(n, dtype=np.int64), num_gpu, gpu_milli, spec, threshold)
+    return replace(mix, cpu_milli=np.zeros(len(mix), dtype=np.int64))
+
+
 # --------------------------------------------------------------------------- state
 
 
@@ -241,7 +272,8 @@ class GpuShareState:
       ``sum_lt`` (N, M) free milli-GPU on GPUs with less than that, and
       ``frag`` (N,) the node's fragment amount.
 
-    Only :meth:`allocate` mutates; it refuses any over-allocation.
+    Only :meth:`allocate`, :meth:`set_gpu_free` and :meth:`set_mix` mutate; the first two
+    refuse any over-allocation.
     """
 
     def __init__(
@@ -277,15 +309,25 @@ class GpuShareState:
         self._models = sorted(set(self.model))
         self.model_id = np.asarray([self._models.index(m) for m in self.model], dtype=np.int64)
         self._spec_cache: dict[str, BoolArray] = {}
+        self.mix: TypicalMix | None = None
+        self.set_mix(mix)
+
+    def set_mix(self, mix: TypicalMix | None) -> None:
+        """Attach ``mix`` (or detach with None) and rebuild the FGD caches of every node.
+
+        Cost O(N x G x M) for ``M`` shapes; the occupancy is kept.
+        """
         self.mix = mix
-        if mix is not None:
-            self.access: BoolArray = np.stack(
-                [self.accepts(s) for s in mix.gpu_spec], axis=1
-            ).reshape(n, len(mix))
-            self.cnt_ge, self.sum_lt = _thresholds(self.gpu_free, mix.gpu_milli)
-            self.frag: FloatArray = _frag(
-                self.cnt_ge, self.sum_lt, self.gpu_free.sum(axis=1), self.cpu_free, self.access, mix
-            )
+        if mix is None:
+            return
+        n = len(self.names)
+        self.access: BoolArray = np.stack([self.accepts(s) for s in mix.gpu_spec], axis=1).reshape(
+            n, len(mix)
+        )
+        self.cnt_ge, self.sum_lt = _thresholds(self.gpu_free, mix.gpu_milli)
+        self.frag: FloatArray = _frag(
+            self.cnt_ge, self.sum_lt, self.gpu_free.sum(axis=1), self.cpu_free, self.access, mix
+        )
 
     @classmethod
     def from_openb(cls, nodes: OpenbNodes, mix: TypicalMix | None = None) -> GpuShareState:
@@ -382,6 +424,38 @@ class GpuShareState:
                 self.mix,
             )[0]
 
+    def set_gpu_free(self, nodes: Sequence[int] | IntArray, gpu_free: IntArray) -> None:
+        """Overwrite the free milli-GPU of ``nodes`` and refresh their FGD caches.
+
+        ``gpu_free`` has one row of ``G`` values per node (padded with 0 beyond the
+        node's GPU count); values must lie in 0..1000 on existing GPUs. This is how
+        departures, failures and external mirrors (the event-driven engine's
+        :mod:`clustersim.schedulers.share_placement`) update the state; CPU, memory and
+        ``tags`` are left alone. Cost O(k x G x M) for ``k`` nodes and ``M`` shapes.
+        """
+        idx = np.asarray(nodes, dtype=np.int64).reshape(-1)
+        rows = np.asarray(gpu_free, dtype=np.int64).reshape(idx.size, self.gpu_free.shape[1])
+        if idx.size == 0:
+            return
+        if (idx < 0).any() or (idx >= len(self.names)).any():
+            raise ConfigError(f"set_gpu_free: node index out of range 0..{len(self.names) - 1}")
+        exists = self.gpu_exists[idx]
+        bad = (rows < 0) | (rows > MILLI) | (~exists & (rows != 0))
+        if bad.any():
+            k, g = (int(x[0]) for x in np.nonzero(bad))
+            raise ConfigError(
+                f"set_gpu_free: node '{self.names[int(idx[k])]}' GPU {g}: free {int(rows[k, g])}"
+                f" milli is outside 0..{MILLI} or the GPU does not exist"
+            )
+        self.gpu_free[idx] = rows
+        mix = self.mix
+        if mix is not None:
+            cnt, slt = _thresholds(rows, mix.gpu_milli)
+            self.cnt_ge[idx], self.sum_lt[idx] = cnt, slt
+            self.frag[idx] = _frag(
+                cnt, slt, rows.sum(axis=1), self.cpu_free[idx], self.access[idx], mix
+            )
+
 
 def _thresholds(gpu_free: IntArray, milli: IntArray) -> tuple[IntArray, IntArray]:
     """Per node and shape: GPUs with free >= milli, and free milli on GPUs below it."""
@@ -467,6 +541,218 @@ def cluster_fragmentation(state: GpuShareState) -> FragReport:
     if state.mix is None:
         raise ConfigError("the fragmentation measure needs a TypicalMix attached to the state")
     return FragReport(float(state.frag.sum()), state.idle_gpu_milli, state.total_gpu_milli)
+
+
+# --------------------------------------------------------------------------- engine runs
+
+
+CHUNK_CELLS = 1 << 22
+"""Working-set bound of :func:`fragmentation_timeline`, in array cells per chunk of samples."""
+
+
+@dataclass(frozen=True)
+class FragTimeline:
+    """FGD fragmentation of an event-driven engine run, sampled over time.
+
+    Index ``i`` is the state at ``times[i]`` after every event at that instant.
+
+    Attributes:
+        times: sample times, s.
+        fragment_milli: cluster fragment amount ``F = sum_n F_n``, milli-GPU.
+        idle_milli: unallocated GPU capacity, milli-GPU.
+        total_milli: GPU capacity of the cluster, milli-GPU.
+    """
+
+    times: FloatArray
+    fragment_milli: FloatArray
+    idle_milli: IntArray
+    total_milli: int
+
+    @property
+    def ratio(self) -> FloatArray:
+        """Fragmentation ratio ``F / idle`` per sample (0 where nothing is idle)."""
+        idle = self.idle_milli.astype(np.float64)
+        out: FloatArray = np.divide(
+            self.fragment_milli, idle, out=np.zeros_like(idle), where=idle > 0
+        )
+        return out
+
+    @property
+    def unallocated_share(self) -> FloatArray:
+        """``idle / total`` GPU capacity per sample."""
+        out: FloatArray = self.idle_milli / float(self.total_milli)
+        return out
+
+    def time_average(self, values: FloatArray) -> float:
+        """Time-weighted mean of per-sample ``values`` (each holds until the next sample).
+
+        The last sample carries no weight; with a single sample its value is returned.
+        """
+        v = np.asarray(values, dtype=np.float64)
+        if v.shape != self.times.shape:
+            raise ConfigError(f"{v.size} values for {self.times.size} samples")
+        if v.size == 0:
+            return 0.0
+        w = np.diff(self.times)
+        total = float(w.sum())
+        if total <= 0:
+            return float(v[-1])
+        return float((v[:-1] * w).sum() / total)
+
+
+def fragmentation_timeline(
+    cluster: Cluster,
+    start: Sequence[float] | FloatArray,
+    end: Sequence[float] | FloatArray,
+    devices: Sequence[Sequence[int] | IntArray],
+    milli: Sequence[int] | IntArray,
+    mix: TypicalMix,
+    times: Sequence[float] | FloatArray,
+) -> FragTimeline:
+    """FGD fragment amount and idle GPU capacity of an engine run at ``times``.
+
+    Segment ``i`` (an engine ``segments`` row) holds ``milli[i]`` of each device in
+    ``devices[i]`` for ``start[i] <= t < end[i]``, so a sample at ``t`` sees the state
+    after every event at ``t``; a NaN ``end`` means held to the end. Each node of
+    ``cluster`` is a GPU-only :class:`GpuShareState` node (no CPU or memory: the
+    engine does not track them) of model ``cluster.node_type``, so the mix must have
+    CPU 0 on every shape (:func:`gpu_only_mix`) and name models as the cluster does.
+    ``F_n`` is :func:`node_fragment`'s. Devices down for repair are not in the
+    segments and count as free.
+
+    Vectorised: per chunk of samples, a (samples x devices) occupancy built from a
+    difference array (``np.bincount``), then the per-shape thresholds on
+    (samples x nodes, G); a chunk holds about :data:`CHUNK_CELLS` cells.
+
+    Raises:
+        ConfigError: unequal segment columns, decreasing times, a device out of
+            range, a device holding more than 1000 milli at a sample, or a mix with CPU.
+    """
+    t = np.asarray(times, dtype=np.float64).reshape(-1)
+    if t.size > 1 and (np.diff(t) < 0).any():
+        raise ConfigError("fragmentation_timeline: sample times must be non-decreasing")
+    if (np.asarray(mix.cpu_milli) != 0).any():
+        raise ConfigError(
+            "fragmentation_timeline: the engine does not model CPU; build the mix with "
+            "gpu_only_mix (CPU 0 on every shape)"
+        )
+    st = np.asarray(start, dtype=np.float64).reshape(-1)
+    en = np.asarray(end, dtype=np.float64).reshape(-1)
+    ml = np.asarray(milli, dtype=np.int64).reshape(-1)
+    nseg = st.size
+    if not (en.size == ml.size == len(devices) == nseg):
+        raise ConfigError(
+            f"fragmentation_timeline: {nseg} starts, {en.size} ends, {len(devices)} device"
+            f" lists and {ml.size} milli values; give one of each per segment"
+        )
+    en = np.where(np.isnan(en), np.inf, en)
+    n_dev = cluster.num_devices
+    lens = np.fromiter((len(d) for d in devices), dtype=np.int64, count=nseg)
+    dev = (
+        np.concatenate([np.asarray(d, dtype=np.int64).reshape(-1) for d in devices])
+        if nseg
+        else np.zeros(0, dtype=np.int64)
+    )
+    if dev.size and (dev.min() < 0 or dev.max() >= n_dev):
+        bad = int(dev[(dev < 0) | (dev >= n_dev)][0])
+        raise ConfigError(
+            f"fragmentation_timeline: device {bad} does not exist (cluster has 0..{n_dev - 1})"
+        )
+    seg = np.repeat(np.arange(nseg, dtype=np.int64), lens)
+    s0 = np.searchsorted(t, st, side="left")[seg]  # first sample at or after the start
+    s1 = np.searchsorted(t, en, side="left")[seg]  # first sample at or after the end
+    pm = ml[seg]
+    live = s1 > s0
+    dev, s0, s1, pm = dev[live], s0[live], s1[live], pm[live]
+
+    sizes = np.asarray(cluster.node_size, dtype=np.int64)
+    first = np.asarray(cluster.node_first, dtype=np.int64)
+    n, g = sizes.size, int(sizes.max())
+    exists = np.arange(g)[None, :] < sizes[:, None]
+    pos = np.where(exists, first[:, None] + np.arange(g)[None, :], 0)
+    models = sorted(set(cluster.node_type))
+    mid = np.asarray([models.index(x) for x in cluster.node_type], dtype=np.int64)
+    m = len(mix)
+    access = np.ones((n, m), dtype=np.bool_)
+    for j, spec in enumerate(mix.gpu_spec):
+        ok = np.asarray([_accepts(spec, x) for x in models], dtype=np.bool_)
+        access[:, j] = ok[mid]
+
+    frag = np.zeros(t.size, dtype=np.float64)
+    idle = np.zeros(t.size, dtype=np.int64)
+    step = max(1, CHUNK_CELLS // max(n * g * max(m, 1), n_dev))
+    for a in range(0, t.size, step):
+        b = min(a + step, t.size)
+        c = b - a
+        sel = (s0 < b) & (s1 > a)
+        lo = np.maximum(s0[sel], a) - a
+        hi = np.minimum(s1[sel], b) - a
+        d, w = dev[sel], pm[sel].astype(np.float64)
+        diff = np.bincount(lo * n_dev + d, weights=w, minlength=(c + 1) * n_dev)
+        diff -= np.bincount(hi * n_dev + d, weights=w, minlength=(c + 1) * n_dev)
+        used = np.rint(np.cumsum(diff.reshape(c + 1, n_dev)[:-1], axis=0)).astype(np.int64)
+        over = used > MILLI
+        if over.any():
+            k, x = (int(v[0]) for v in np.nonzero(over))
+            raise ConfigError(
+                f"fragmentation_timeline: device {x} holds {int(used[k, x])} milli at"
+                f" t={t[a + k]} (overlapping segments)"
+            )
+        free = np.where(exists[None], MILLI - used[:, pos], 0)  # (c, N, G)
+        flat = free.reshape(c * n, g)
+        cnt, slt = _thresholds(flat, mix.gpu_milli)
+        acc = np.broadcast_to(access[None], (c, n, m)).reshape(c * n, m)
+        fn = _frag(cnt, slt, flat.sum(axis=1), np.zeros(c * n, dtype=np.int64), acc, mix)
+        frag[a:b] = fn.reshape(c, n).sum(axis=1)
+        idle[a:b] = free.sum(axis=(1, 2))
+    return FragTimeline(t, frag, idle, int(sizes.sum()) * MILLI)
+
+
+def run_fragmentation(
+    run_dir: str | Path,
+    cluster: Cluster,
+    mix: TypicalMix | None = None,
+    times: Sequence[float] | FloatArray | None = None,
+    samples: int = 200,
+) -> FragTimeline:
+    """:func:`fragmentation_timeline` of a results folder (``segments.parquet`` + ``jobs.parquet``).
+
+    ``cluster`` must be the run's cluster (e.g. ``Cluster.from_yaml(...)``). Each
+    segment's share is its job's ``gpu_milli`` from ``jobs.parquet``. ``mix`` None:
+    :func:`gpu_only_mix` of every job in ``jobs.parquet`` (``num_gpus``,
+    ``gpu_milli``; the table has no device type, so every shape accepts any model --
+    pass a mix built from the workload, e.g.
+    :func:`clustersim.schedulers.share_placement.mix_from_jobs`, when jobs are
+    type-constrained). ``times`` None: ``samples`` evenly spaced times from the first
+    segment start to the last segment end.
+    """
+    import pyarrow.parquet as pq
+
+    d = Path(run_dir)
+    seg_path, jobs_path = d / "segments.parquet", d / "jobs.parquet"
+    for p in (seg_path, jobs_path):
+        if not p.exists():
+            raise ConfigError(f"{p}: missing; write the run with the parquet output format")
+    seg = pq.read_table(seg_path).to_pydict()
+    jobs = pq.read_table(jobs_path, columns=["job_id", "num_gpus", "gpu_milli"]).to_pydict()
+    milli_of = {str(j): int(x) for j, x in zip(jobs["job_id"], jobs["gpu_milli"], strict=True)}
+    try:
+        ml = np.asarray([milli_of[str(j)] for j in seg["job_id"]], dtype=np.int64)
+    except KeyError as exc:
+        raise ConfigError(f"{seg_path}: job {exc} is not in {jobs_path}") from None
+    st = np.asarray(seg["start"], dtype=np.float64)
+    en = np.asarray(seg["end"], dtype=np.float64)
+    if mix is None:
+        if not jobs["job_id"]:
+            raise ConfigError(f"{jobs_path}: no jobs to build the typical mix from")
+        mix = gpu_only_mix(jobs["num_gpus"], jobs["gpu_milli"])
+    if times is None:
+        if samples < 1:
+            raise ConfigError(f"samples must be >= 1, got {samples}")
+        lo = float(st.min()) if st.size else 0.0
+        hi = float(np.nanmax(en)) if st.size else 0.0
+        times = np.linspace(lo, hi, samples)
+    return fragmentation_timeline(cluster, st, en, seg["devices"], ml, mix, times)
 
 
 # --------------------------------------------------------------------------- stranded GPUs

@@ -19,7 +19,9 @@ costs O(k + m log N) for N nodes. Placement queries never scan all devices:
 Placement policies that need more (per-level free counts for topology-aware
 placement) build their own index once, keep it in :attr:`ClusterState.indexes`
 and stay current through :attr:`ClusterState.listeners`, which every node
-change calls; with no listener the hot path pays one empty loop.
+change calls; with no listener the hot path pays one empty loop. Policies that
+mirror per-device shares (GPU sharing) use :attr:`ClusterState.usage_listeners`,
+called once per :meth:`ClusterState.allocate` / :meth:`ClusterState.release`.
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ from __future__ import annotations
 import heapq
 from bisect import bisect_left, insort
 from collections.abc import Callable, Iterable, Sequence
-from typing import Any
+from typing import Any, cast
 
 from clustersim.errors import ClusterSimError
 from clustersim.topology import Cluster
@@ -172,6 +174,9 @@ class ClusterState:
         self.listeners: list[Callable[[int, int], None]] = []
         """Called as ``fn(node, free)`` after a node's fully free count changed; placement
         policies register here to keep their own indexes current (see ``indexes``)."""
+        self.usage_listeners: list[Callable[[Sequence[int], int], None]] = []
+        """Called as ``fn(devices, milli)`` after every :meth:`allocate` (``milli`` > 0) and
+        :meth:`release` (``-milli``) with the devices it changed: O(k) per-device mirrors."""
         self.indexes: dict[str, Any] = {}
         """Extra indexes built lazily by placement policies (e.g. per-level free counts)."""
         gmax = cluster.max_node_size
@@ -265,6 +270,8 @@ class ClusterState:
         """Take ``milli`` of each device; raises :class:`CapacityError` if any is over-booked."""
         if milli != FULL:
             self._allocate_shared(devices, milli)
+            for fn in self.usage_listeners:
+                fn(devices, milli)
             return
         used = self.used
         n = len(used)
@@ -285,6 +292,8 @@ class ClusterState:
                 lst.append(d)
         self._take_free(touched)
         self.used_milli_total += FULL * len(devices)
+        for fn in self.usage_listeners:
+            fn(devices, FULL)
 
     def _take_free(self, touched: dict[int, list[int]]) -> None:
         all_idx, node_idx = self.all, self._node_idx
@@ -328,8 +337,12 @@ class ClusterState:
 
     def release(self, devices: Iterable[int], milli: int = FULL) -> None:
         """Give back ``milli`` of each device."""
+        if self.usage_listeners and not isinstance(devices, Sequence):
+            devices = tuple(devices)
         if milli != FULL:
             self._release_shared(devices, milli)
+            for fn in self.usage_listeners:
+                fn(cast(Sequence[int], devices), -milli)
             return
         node_of = self.node_of
         used = self.used
@@ -351,6 +364,8 @@ class ClusterState:
                 lst.append(d)
         self._give_free(touched)
         self.used_milli_total -= FULL * count
+        for fn in self.usage_listeners:
+            fn(cast(Sequence[int], devices), -FULL)
 
     def _give_free(self, touched: dict[int, list[int]]) -> None:
         all_idx, node_idx = self.all, self._node_idx

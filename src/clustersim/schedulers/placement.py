@@ -169,4 +169,5 @@ def _make(rule: _NodeRule) -> Placement:
 first_fit = register_placement("first_fit")(_make(_first_fit_nodes))
 pack = register_placement("pack")(_make(_pack_nodes))
 spread = register_placement("spread")(_make(_spread_nodes))
+from clustersim.schedulers import share_placement as _share  # noqa: E402,F401
 from clustersim.schedulers import topo_placement as _topo  # noqa: E402,F401
