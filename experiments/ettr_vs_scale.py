@@ -15,24 +15,39 @@ An ablation adds the fast features one at a time at 16,384 and 100,000 devices,
 a claims section runs the fast pipeline at lower failure rates, and a spares
 section shrinks the warm-spare pool of the fast pipeline at 100,000 devices.
 
-Run: python experiments/ettr_vs_scale.py --out DIR [--quick]
+Each (configuration, size, seed) is one point of a :mod:`clustersim.sweep` function
+sweep (``run_point``; configurations by name, see ``CONFIGS``) stored in ``DIR/points``.
+A configuration the sections share (baseline, fast) runs once per size and seed; a
+re-run reuses finished points, and ``--executor dask://HOST:PORT`` runs them on a Dask
+cluster. ``runtime_s`` and ``sim_seconds_per_run`` are the simulation seconds the points
+measured when computed.
+
+Run: python experiments/ettr_vs_scale.py --out DIR [--quick] [--executor SPEC]
+     [--workers N] [--force]
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
 try:
     import clustersim  # noqa: F401
 except ImportError:  # running from a checkout without installing
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
+    sys.path.insert(0, str(ROOT / "src"))
+if str(ROOT) not in sys.path:  # `experiments.<name>:run_point` must import (sweep workers too)
+    sys.path.append(str(ROOT))
 
-from clustersim.reliability import (
+from clustersim.reliability import (  # noqa: E402
     FailureModel,
     JobSpec,
     ReliabilityConfig,
@@ -40,17 +55,29 @@ from clustersim.reliability import (
     Uniform,
     fast_config,
     meta_rsc_sources,
+    simulate,
 )
-from clustersim.reliability.checkpoint import CheckpointPolicy
-from clustersim.reliability.distributions import Fixed
-from clustersim.reliability.failures import META_RSC2_RF
-from clustersim.reliability.plots import plot_breakdown, plot_ettr_vs_size, plot_grouped_bars
-from clustersim.reliability.recovery import (
+from clustersim.reliability.checkpoint import CheckpointPolicy  # noqa: E402
+from clustersim.reliability.distributions import Fixed  # noqa: E402
+from clustersim.reliability.failures import META_RSC2_RF  # noqa: E402
+from clustersim.reliability.plots import (  # noqa: E402
+    plot_breakdown,
+    plot_ettr_vs_size,
+    plot_grouped_bars,
+)
+from clustersim.reliability.recovery import (  # noqa: E402
     BYTEROBUST_WARM_STANDBY_SPEEDUP,
     DELTA_OVERPROVISION,
     META_U0,
 )
-from clustersim.reliability.runs import run_seeds, summarise_job
+from clustersim.reliability.runs import summarise_job  # noqa: E402
+from experiments._points import (  # noqa: E402
+    PointsRun,
+    add_sweep_args,
+    job_metrics,
+    reliability_point,
+    run_points,
+)
 
 DAY = 86400.0
 SIZES = (1024, 2048, 4096, 8192, 16384, 32768, 65536, 100000)
@@ -111,16 +138,76 @@ def claims_configs() -> dict[str, ReliabilityConfig]:
     }
 
 
-def _job(devices: int) -> JobSpec:
-    return JobSpec(f"job-{devices}", devices // 8)
+def _spares(frac: float) -> ReliabilityConfig:
+    """The fast pipeline with a warm-spare pool of ``frac`` and no cold reserve."""
+    return fast_config().model_copy(
+        update={"spares": SparePool(hot_spare_fraction=frac, reserve_fraction=0.0)}
+    )
 
 
-def _run(cfg: ReliabilityConfig, devices: int, horizon: float, seeds: list[int]) -> dict[str, Any]:
+def _ablation(name: str) -> ReliabilityConfig:
+    return ablation_steps()[name]
+
+
+def _claim(name: str) -> ReliabilityConfig:
+    return claims_configs()[name]
+
+
+def _registry() -> dict[str, Callable[[], ReliabilityConfig]]:
+    reg: dict[str, Callable[[], ReliabilityConfig]] = {
+        "baseline": ReliabilityConfig,
+        "fast": fast_config,
+    }
+    for name in ablation_steps():
+        reg[f"ablation: {name}"] = functools.partial(_ablation, name)
+    for name in claims_configs():
+        reg[f"claims: {name}"] = functools.partial(_claim, name)
+    for frac in SPARE_FRACTIONS:
+        reg[f"fast, warm spares {frac:g}"] = functools.partial(_spares, frac)
+    return reg
+
+
+CONFIGS = _registry()
+"""Configuration name (point parameter ``config``) -> the configuration."""
+
+
+def canonical_names() -> dict[str, str]:
+    """Each configuration name -> the first name with an equal configuration (runs once)."""
+    built = {k: f() for k, f in CONFIGS.items()}
+    out: dict[str, str] = {}
+    for k, cfg in built.items():
+        out[k] = next(j for j, other in built.items() if other == cfg)
+    return out
+
+
+def run_point(params: dict[str, Any]) -> dict[str, Any]:
+    """One sweep point: configuration ``config`` for a ``devices``-device gang job, one seed."""
+    devices = int(params["devices"])
     t0 = time.perf_counter()
-    res = run_seeds(cfg, _job(devices), horizon=horizon, seeds=seeds)
-    s = summarise_job([r.jobs[0] for r in res])
-    s["sim_seconds_per_run"] = (time.perf_counter() - t0) / len(seeds)
-    return s
+    res = simulate(
+        CONFIGS[str(params["config"])](),
+        JobSpec(f"job-{devices}", devices // 8),
+        horizon=float(params["days"]) * DAY,
+        rng=np.random.default_rng(int(params["seed"])),
+    )
+    return reliability_point(res, time.perf_counter() - t0)
+
+
+class _Runs:
+    """Stored points by (configuration, devices), each summarised over its seeds."""
+
+    def __init__(self, run: PointsRun, canon: dict[str, str]) -> None:
+        self.canon = canon
+        self.by: dict[tuple[str, int], list[dict[str, Any]]] = {}
+        for r in run.results:  # point order: seeds ascending within a (config, devices)
+            key = (str(r.params["config"]), int(r.params["devices"]))
+            self.by.setdefault(key, []).append(r.summary)
+
+    def __call__(self, config: str, devices: int) -> dict[str, Any]:
+        pts = self.by[(self.canon[config], devices)]
+        s = summarise_job([job_metrics(p) for p in pts])
+        s["sim_seconds_per_run"] = float(np.mean([p["sim_seconds"] for p in pts]))
+        return s
 
 
 def allowed_loss(s: dict[str, Any], target: float) -> float:
@@ -131,39 +218,56 @@ def allowed_loss(s: dict[str, Any], target: float) -> float:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap = argparse.ArgumentParser(description=(__doc__ or "").split("\n")[0])
     ap.add_argument("--out", required=True, type=Path, help="output folder")
     ap.add_argument("--quick", action="store_true", help="3 sizes, 1 seed, 7 days")
     ap.add_argument("--days", type=float, default=None, help="simulated days per run")
     ap.add_argument("--seeds", type=int, default=None, help="repetitions per point")
     ap.add_argument("--seed", type=int, default=7, help="first seed")
+    add_sweep_args(ap, workers=1)
     args = ap.parse_args(argv)
     sizes = QUICK_SIZES if args.quick else SIZES
     days = args.days or (7.0 if args.quick else 30.0)
     seeds = [args.seed + i for i in range(args.seeds or (1 if args.quick else 3))]
-    horizon = days * DAY
     args.out.mkdir(parents=True, exist_ok=True)
-    t_all = time.perf_counter()
 
-    base_cfg, fast_cfg = ReliabilityConfig(), fast_config()
+    abl_sizes = (16384, 100000)
+    claim_sizes = (9600, 16384, 100000)
+    wanted: list[tuple[str, int]] = [(c, n) for n in sizes for c in ("baseline", "fast")]
+    wanted += [(f"ablation: {k}", n) for k in ablation_steps() for n in abl_sizes]
+    wanted += [(f"claims: {k}", n) for k in claims_configs() for n in claim_sizes]
+    wanted += [(f"fast, warm spares {f:g}", 100000) for f in SPARE_FRACTIONS]
+    canon = canonical_names()
+    points = list(dict.fromkeys((canon[c], n) for c, n in wanted))
+    run = run_points(
+        args.out,
+        script="ettr_vs_scale",
+        name="ettr-vs-scale",
+        base={"days": days},
+        points=[{"config": c, "devices": n} for c, n in points],
+        seeds=seeds,
+        executor=args.executor,
+        workers=args.workers,
+        force=args.force,
+    )
+    get = _Runs(run, canon)
+
     details: dict[str, dict[str, Any]] = {}
     for n in sizes:
-        b = _run(base_cfg, n, horizon, seeds)
-        f = _run(fast_cfg, n, horizon, seeds)
+        b = get("baseline", n)
+        f = get("fast", n)
         details[str(n)] = {"baseline": b, "fast": f}
         print(f"{n:>7} devices: baseline {b['ettr']['mean']:.3f}  fast {f['ettr']['mean']:.3f}")
 
-    abl_sizes = (16384, 100000)
     ablation: dict[str, dict[str, float]] = {}
-    for name, cfg in ablation_steps().items():
-        ablation[name] = {str(n): _run(cfg, n, horizon, seeds)["ettr"]["mean"] for n in abl_sizes}
+    for name in ablation_steps():
+        ablation[name] = {str(n): get(f"ablation: {name}", n)["ettr"]["mean"] for n in abl_sizes}
 
-    claim_sizes = (9600, 16384, 100000)
     claims: dict[str, dict[str, Any]] = {}
-    for name, cfg in claims_configs().items():
+    for name in claims_configs():
         claims[name] = {}
         for n in claim_sizes:
-            s = _run(cfg, n, horizon, seeds)
+            s = get(f"claims: {name}", n)
             claims[name][str(n)] = {
                 "ettr": s["ettr"]["mean"],
                 "interruptions_per_day": s["interruptions_per_day"]["mean"],
@@ -179,12 +283,8 @@ def main(argv: list[str] | None = None) -> int:
 
     # warm-spare pool size at 100k devices (fast pipeline): spares must cover nodes in repair
     spares: dict[str, dict[str, float]] = {}
-    fast_base = fast_config()
     for frac in SPARE_FRACTIONS:
-        cfg = fast_base.model_copy(
-            update={"spares": SparePool(hot_spare_fraction=frac, reserve_fraction=0.0)}
-        )
-        s = _run(cfg, 100000, horizon, seeds)
+        s = get(f"fast, warm spares {frac:g}", 100000)
         spares[f"{frac:g}"] = {
             "ettr": s["ettr"]["mean"],
             "queueing_share": s["fractions"]["queueing"],
@@ -219,7 +319,7 @@ def main(argv: list[str] | None = None) -> int:
             "spares_100k_fast": spares,
             "largest_size_fast_above_95": max(above) if above else None,
             "estimated_seconds_per_60_day_100k_run": timing_100k,
-            "runtime_s": time.perf_counter() - t_all,
+            "runtime_s": run.compute_seconds("sim_seconds"),
         }
     )
     (args.out / "summary.json").write_text(json.dumps(summary, indent=2))
@@ -257,6 +357,7 @@ def main(argv: list[str] | None = None) -> int:
         ylabel="ETTR (productive / wall time)",
         xlabel="recovery pipeline",
     )
+    print(run.line())
     print(f"wrote {args.out / 'summary.json'} and PNGs to {args.out}")
     return 0
 

@@ -21,14 +21,19 @@ Method (the authors' artifact, ``experiments/run_scripts/generate_run_scripts.py
 
 Writes ``DIR/summary.json`` (policy -> numbers), ``DIR/details.json`` (method, per-seed
 numbers, curves, runtimes, sensitivity, the authors' published expected results for
-comparison) and three PNG figures. Run: ``python experiments/fragmentation_openb.py --out DIR``.
+comparison) and three PNG figures. Each (tie-break, policy, seed) is one point of a
+:mod:`clustersim.sweep` function sweep (``run_point``; the input files' SHA-256 are part of
+its parameters, so a changed trace is recomputed) stored in ``DIR/points``, its curves in
+``curves.parquet``: a re-run reuses finished points, and ``--executor dask://HOST:PORT``
+runs them on a Dask cluster (workers must see the trace at the same path).
+``runtime_s_per_run`` is the replay time the points measured when computed.
+Run: ``python experiments/fragmentation_openb.py --out DIR [--executor SPEC] [--force]``.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import multiprocessing as mp
 import sys
 import time
 from collections.abc import Sequence
@@ -40,6 +45,8 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT / "src") not in sys.path:
     sys.path.insert(0, str(ROOT / "src"))
+if str(ROOT) not in sys.path:  # `experiments.<name>:run_point` must import (sweep workers too)
+    sys.path.append(str(ROOT))
 
 from clustersim.fragmentation import (  # noqa: E402
     MILLI,
@@ -52,11 +59,13 @@ from clustersim.fragmentation import (  # noqa: E402
     pods_from_openb,
     replay,
 )
+from clustersim.sweep import file_digest  # noqa: E402
 from clustersim.workload.openb import (  # noqa: E402
     OpenbNodes,
     load_openb_nodes,
     load_openb_pods,
 )
+from experiments._points import add_sweep_args, run_points  # noqa: E402
 
 TRACE_DIR = ROOT.parent / "shared" / "traces" / "alibaba-gpu-2023-openb"
 GRID = np.arange(0, 131)  # arrived workload, % of cluster GPU capacity
@@ -197,6 +206,29 @@ def run_once(task: tuple[str, str, int, str, str, int, float]) -> dict[str, Any]
         "alloc_curve": step_curve(arrived, alloc, 0.0).tolist(),
         "frag_curve": step_curve(arrived, fratio, 100.0 * frag0).tolist(),
     }
+
+
+def run_point(params: dict[str, Any]) -> dict[str, Any]:
+    """One sweep point: :func:`run_once` with the curves stored as table ``curves``."""
+    r = run_once(
+        (
+            str(params["tie_break"]),
+            str(params["policy"]),
+            int(params["seed"]),
+            str(params["nodes_csv"]),
+            str(params["pods_csv"]),
+            int(params["node_stride"]),
+            float(params["target"]),
+        )
+    )
+    r["tables"] = {
+        "curves": {
+            "arrived_pct": GRID.tolist(),
+            "alloc_pct": r.pop("alloc_curve"),
+            "frag_pct": r.pop("frag_curve"),
+        }
+    }
+    return r
 
 
 def aggregate(results: list[dict[str, Any]], tie: str) -> dict[str, dict[str, Any]]:
@@ -352,16 +384,19 @@ def parse(argv: Sequence[str] | None) -> argparse.Namespace:
     ap.add_argument("--tie-break", default="both", choices=[*TIE_BREAKS, "both"])
     ap.add_argument("--node-stride", type=int, default=1, help="keep every K-th node")
     ap.add_argument("--target", type=float, default=1.3, help="arrived demand / capacity")
-    ap.add_argument("--workers", type=int, default=2, help="processes (1 = in-process)")
     ap.add_argument("--traces", type=Path, default=TRACE_DIR, help="openb trace folder")
     ap.add_argument("--nodes", default="openb_node_list_gpu_node.csv")
     ap.add_argument("--pods", default="openb_pod_list_default.csv")
+    add_sweep_args(ap, workers=2)
     args = ap.parse_args(argv)
     if args.quick:
         args.seeds = min(args.seeds, 2)
         args.node_stride = max(args.node_stride, 3)
     if args.seeds < 1:
         ap.error("--seeds must be >= 1")
+    for name in (args.nodes, args.pods):
+        if not (args.traces / name).is_file():
+            ap.error(f"openb trace file not found: {args.traces / name} (see --traces)")
     return args
 
 
@@ -369,21 +404,37 @@ def main(argv: Sequence[str] | None = None) -> dict[str, dict[str, Any]]:
     args = parse(argv)
     out: Path = args.out
     out.mkdir(parents=True, exist_ok=True)
-    nodes_csv = str(args.traces / args.nodes)
-    pods_csv = str(args.traces / args.pods)
+    nodes_csv = str((args.traces / args.nodes).resolve())
+    pods_csv = str((args.traces / args.pods).resolve())
     ties = list(TIE_BREAKS) if args.tie_break == "both" else [args.tie_break]
-    tasks = [
-        (tie, p, s, nodes_csv, pods_csv, args.node_stride, args.target)
-        for tie in ties
-        for p in args.policies
-        for s in range(args.seeds)
-    ]
     t0 = time.perf_counter()
-    if args.workers > 1:
-        with mp.get_context("fork").Pool(args.workers) as pool:
-            results = list(pool.imap_unordered(run_once, tasks))
-    else:
-        results = [run_once(t) for t in tasks]
+    run = run_points(
+        out,
+        script="fragmentation_openb",
+        name="fragmentation-openb",
+        base={
+            "nodes_csv": nodes_csv,
+            "pods_csv": pods_csv,
+            "inputs_sha256": {
+                "nodes": file_digest(Path(nodes_csv)),
+                "pods": file_digest(Path(pods_csv)),
+            },
+            "node_stride": args.node_stride,
+            "target": args.target,
+        },
+        grid={"tie_break": ties, "policy": list(args.policies)},
+        seeds=list(range(args.seeds)),
+        executor=args.executor,
+        workers=args.workers,
+        force=args.force,
+    )
+    results = []
+    for pt in run.results:
+        r = dict(pt.summary)
+        curves = pt.table("curves")
+        r["alloc_curve"] = curves["alloc_pct"]
+        r["frag_curve"] = curves["frag_pct"]
+        results.append(r)
     wall = time.perf_counter() - t0
     primary = ties[0]
     agg = aggregate(results, primary)
@@ -410,6 +461,13 @@ def main(argv: Sequence[str] | None = None) -> dict[str, dict[str, Any]]:
         },
         "wall_time_s": wall,
         "workers": args.workers,
+        "executor": run.report.executor,
+        "points": {
+            "total": run.report.total,
+            "computed": run.report.computed,
+            "reused": run.report.reused,
+            "store": str(run.store),
+        },
         "arrived_grid_pct": GRID.tolist(),
         "policies": agg,
         "sensitivity_random_tie_break": sens,
@@ -430,7 +488,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, dict[str, Any]]:
             f" {AUTHORS_EXPECTED_UNALLOCATED_PCT[p][0]:9.2f} {alt:>13s}"
             f" {v['runtime_s_per_run']:6.1f}"
         )
-    print(f"wall time {wall:.1f} s with {args.workers} worker(s)")
+    print(f"wall time {wall:.1f} s; {run.line()}")
     print(f"wrote {out / 'summary.json'}, {out / 'details.json'}")
     for f in files:
         print(f"wrote {f}")

@@ -19,7 +19,13 @@ Because the component shares are Llama 3's own, this is an order-of-magnitude
 consistency check, not an independent reproduction. The variant with rates read
 off Table 5 is circular by construction and only checks the simulator.
 
+Each (variant, seed) is one point of a :mod:`clustersim.sweep` function sweep
+(``run_point``) stored in ``DIR/points``: a re-run reuses finished points, and
+``--executor dask://HOST:PORT`` runs them on a Dask cluster. ``runtime_s`` and
+``sim_seconds_per_run`` are the simulation seconds the points measured when computed.
+
 Run: python experiments/llama3_interruptions.py --out DIR [--quick] [--seeds N]
+     [--executor SPEC] [--workers N] [--force]
 """
 
 from __future__ import annotations
@@ -29,28 +35,46 @@ import json
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
 try:
     import clustersim  # noqa: F401
 except ImportError:  # running from a checkout without installing
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
+    sys.path.insert(0, str(ROOT / "src"))
+if str(ROOT) not in sys.path:  # `experiments.<name>:run_point` must import (sweep workers too)
+    sys.path.append(str(ROOT))
 
-from clustersim.reliability import (
+from clustersim.reliability import (  # noqa: E402
     FailureModel,
     JobSpec,
     ReliabilityConfig,
     SparePool,
     llama3_table5_sources,
     meta_rsc_sources,
+    simulate,
 )
-from clustersim.reliability.failures import (
+from clustersim.reliability.failures import (  # noqa: E402
     LLAMA3_TABLE5,
     META_RSC1_RF,
     META_RSC2_RF,
     META_RSC_POOLED_RF,
 )
-from clustersim.reliability.plots import plot_breakdown, plot_grouped_bars, plot_timeline
-from clustersim.reliability.runs import run_seeds, summarise_job
+from clustersim.reliability.plots import (  # noqa: E402
+    plot_breakdown,
+    plot_grouped_bars,
+    plot_timeline,
+)
+from clustersim.reliability.runs import summarise_job  # noqa: E402
+from experiments._points import (  # noqa: E402
+    add_sweep_args,
+    job_metrics,
+    reliability_point,
+    run_points,
+    timeline_of,
+)
 
 DAY = 86400.0
 JOB_NODES = 2048
@@ -85,36 +109,57 @@ VARIANTS = (
 )
 
 
+def run_point(params: dict[str, Any]) -> dict[str, Any]:
+    """One sweep point: the 54-day job under failure-rate source ``variant``, seed ``seed``.
+
+    Records the phase timeline (table ``timeline``) for the default variant only.
+    """
+    name = str(params["variant"])
+    record = name == VARIANTS[0]
+    t0 = time.perf_counter()
+    res = simulate(
+        config_for(name),
+        JobSpec("llama3-405b", JOB_NODES),
+        horizon=float(params["days"]) * DAY,
+        rng=np.random.default_rng(int(params["seed"])),
+        record_timeline=record,
+    )
+    return reliability_point(res, time.perf_counter() - t0, timeline=record)
+
+
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap = argparse.ArgumentParser(description=(__doc__ or "").split("\n")[0])
     ap.add_argument("--out", required=True, type=Path, help="output folder")
     ap.add_argument("--quick", action="store_true", help="2 seeds instead of 10")
     ap.add_argument("--seeds", type=int, default=None, help="repetitions per variant")
     ap.add_argument("--seed", type=int, default=2024, help="first seed")
+    add_sweep_args(ap, workers=1)
     args = ap.parse_args(argv)
     n_seeds = args.seeds or (2 if args.quick else 10)
     seeds = [args.seed + i for i in range(n_seeds)]
     args.out.mkdir(parents=True, exist_ok=True)
-    horizon = DAYS * DAY
     job = JobSpec("llama3-405b", JOB_NODES)
 
-    t_start = time.perf_counter()
+    run = run_points(
+        args.out,
+        script="llama3_interruptions",
+        name="llama3-interruptions",
+        base={"days": DAYS},
+        grid={"variant": list(VARIANTS)},
+        seeds=seeds,
+        executor=args.executor,
+        workers=args.workers,
+        force=args.force,
+    )
     variants = {}
     timings = {}
     first = None
     for name in VARIANTS:
-        t0 = time.perf_counter()
-        res = run_seeds(
-            config_for(name),
-            job,
-            horizon=horizon,
-            seeds=seeds,
-            record_first_timeline=name == VARIANTS[0],
-        )
-        timings[name] = (time.perf_counter() - t0) / len(seeds)
+        pts = [r for r in run.results if r.params["variant"] == name]  # seed order
+        timings[name] = float(np.mean([r.summary["sim_seconds"] for r in pts]))
         if name == VARIANTS[0]:
-            first = res[0]
-        jobs = [r.jobs[0] for r in res]
+            first = pts[0]
+        jobs = [job_metrics(r.summary) for r in pts]
         summ = summarise_job(jobs)
         kinds: dict[str, float] = {}
         for j in jobs:
@@ -128,7 +173,7 @@ def main(argv: list[str] | None = None) -> int:
         summ["interruptions_by_category"] = dict(sorted(cats.items()))
         summ["sim_seconds_per_run"] = timings[name]
         variants[name] = summ
-    total_runtime = time.perf_counter() - t_start
+    total_runtime = run.compute_seconds("sim_seconds")
 
     d = variants[VARIANTS[0]]
     interruptions = d["interruptions"]["mean"]
@@ -206,9 +251,9 @@ def main(argv: list[str] | None = None) -> int:
         ylabel="interruptions (count)",
         xlabel="failure-rate source",
     )
-    assert first is not None and first.timeline is not None
+    assert first is not None
     plot_timeline(
-        first.timeline,
+        timeline_of(first),
         job.name,
         args.out / "timeline.png",
         title=f"Llama 3 job life, default rates, seed {seeds[0]}",
@@ -217,6 +262,7 @@ def main(argv: list[str] | None = None) -> int:
         f"unexpected interruptions {interruptions:.0f} (published 419, ratio {ratio:.2f}); "
         f"ETTR {summary['ettr']:.3f}; {timings[VARIANTS[0]]:.2f} s per 54-day run"
     )
+    print(run.line())
     print(f"wrote {args.out / 'summary.json'} and PNGs to {args.out}")
     return 0
 
