@@ -26,7 +26,15 @@ node list at trace timing, plus the same numbers for every (node list, load) und
 ``runs``; ``DIR/details.json`` (speed matrices, improvements of each aware policy over
 the blind one, everything per run) and two PNGs. ``--quick`` keeps every 10th node, the
 first 600 pods and an inflation target of 0.5 (used by tests).
-Run: ``python experiments/hetero_cluster.py --out DIR``.
+
+Each (node list, load, policy) is one point of a :mod:`clustersim.sweep` function sweep
+(``run_point``; the input files' SHA-256 are part of its parameters; the runs are
+deterministic, so the one ``seed`` is only a label) stored in ``DIR/points``: a re-run
+reuses finished points, and ``--executor dask://HOST:PORT`` runs them on a Dask cluster.
+Each run's ``wall_s`` is the time the point measured when computed; ``details.json``
+adds ``simulation_s``, their sum.
+Run: ``python experiments/hetero_cluster.py --out DIR [--quick] [--executor SPEC]
+[--workers N] [--force]``.
 """
 
 from __future__ import annotations
@@ -42,6 +50,8 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT / "src") not in sys.path:
     sys.path.insert(0, str(ROOT / "src"))
+if str(ROOT) not in sys.path:  # `experiments.<name>:run_point` must import (sweep workers too)
+    sys.path.append(str(ROOT))
 
 from clustersim.hetero import (  # noqa: E402
     HeteroCluster,
@@ -52,9 +62,18 @@ from clustersim.hetero import (  # noqa: E402
     spot_cluster,
 )
 from clustersim.schedulers import hetero_policies as hp  # noqa: E402
+from clustersim.sweep import file_digest  # noqa: E402
+from clustersim.workload.job import Job  # noqa: E402
+from experiments._points import add_sweep_args, run_points  # noqa: E402
 
 TRACES = ROOT.parent / "shared" / "traces"
 OKABE_ITO = ["#000000", "#E69F00", "#56B4E9", "#009E73", "#F0E442", "#0072B2", "#D55E00", "#CC79A7"]
+CLUSTERS = ("openb", "spot")
+LOADS = ("trace", "inflated")
+OPENB_NODES = ("alibaba-gpu-2023-openb", "openb_node_list_gpu_node.csv")
+SPOT_NODES = ("alibaba-spot-2026-nodes", "node_info_df.csv")
+POINT_ONLY = frozenset({"cluster_info", "workload"})
+"""Point-summary keys that describe the inputs (``details.json``), not the run."""
 POLICIES = ("blind_backfill", "gavel_throughput", "gavel_maxmin", "cost_aware")
 LABELS = {
     "blind_backfill": "blind FIFO-backfill",
@@ -93,46 +112,117 @@ def make_policy(name: str, hc: HeteroCluster) -> Any:
     return cls(matrix=m, specs=hc.specs)
 
 
-def run_all(args: argparse.Namespace) -> dict[str, Any]:
-    every = 10 if args.quick else 1
-    openb_dir = args.traces / "alibaba-gpu-2023-openb"
-    clusters = {
-        "openb": openb_cluster(openb_dir / "openb_node_list_gpu_node.csv", every=every),
-        "spot": spot_cluster(
-            args.traces / "alibaba-spot-2026-nodes" / "node_info_df.csv", every=every
-        ),
+_DATA: dict[Any, Any] = {}
+
+
+def load_inputs(params: dict[str, Any]) -> tuple[HeteroCluster, dict[str, list[Job]], int]:
+    """Node list ``params["cluster"]`` and its ``trace``/``inflated`` jobs (cached per process).
+
+    Returns the cluster, the job list per load and the pods the loader dropped.
+    """
+    cname = str(params["cluster"])
+    every = int(params["node_stride"])
+    max_jobs = params["max_jobs"]
+    key = (
+        cname,
+        params["openb_nodes_csv"],
+        params["spot_nodes_csv"],
+        params["pods_csv"],
+        every,
+        max_jobs,
+        float(params["target"]),
+    )
+    if key not in _DATA:
+        if cname == "openb":
+            hc = openb_cluster(Path(params["openb_nodes_csv"]), every=every)
+        elif cname == "spot":
+            hc = spot_cluster(Path(params["spot_nodes_csv"]), every=every)
+        else:
+            raise ValueError(f"unknown node list {cname!r}; known: {', '.join(CLUSTERS)}")
+        jobs, dropped = openb_hetero_jobs(
+            Path(params["pods_csv"]), hc, keep_gpu_spec=cname == "openb"
+        )
+        if max_jobs is not None:
+            jobs = jobs[: int(max_jobs)]
+        inflated = inflate_jobs(jobs, hc.cluster.num_devices, target=float(params["target"]))
+        _DATA.clear()  # one node list at a time (points run node list by node list)
+        _DATA[key] = (hc, {"trace": jobs, "inflated": inflated}, dropped)
+    hc, loads, dropped = _DATA[key]
+    return hc, loads, dropped
+
+
+def run_point(params: dict[str, Any]) -> dict[str, Any]:
+    """One sweep point: ``policy`` on node list ``cluster`` under load ``load``.
+
+    Returns the run's :data:`KEYS` plus ``cluster_info`` (reference device, speed
+    matrix, GPUs by type, assumptions) and ``workload`` (jobs per load, dropped pods).
+    """
+    hc, loads, dropped = load_inputs(params)
+    policy = str(params["policy"])
+    r = replay_hetero(hc, loads[str(params["load"])], make_policy(policy, hc), policy_name=policy)
+    out: dict[str, Any] = {k: r.summary.get(k) for k in KEYS}
+    out["cluster_info"] = {
+        "reference": hc.reference,
+        "speeds": hc.speed_matrix().to_dict(),
+        "gpus_by_type": hc.gpus_by_type(),
+        "assumptions": dict(hc.assumptions),
     }
-    target = 0.5 if args.quick else args.target
+    out["workload"] = {k: len(v) for k, v in loads.items()} | {"dropped": dropped}
+    return out
+
+
+def run_all(args: argparse.Namespace) -> dict[str, Any]:
+    """Run (or reuse) every point into ``args.out/points``; runs, matrices, workloads."""
+    openb_nodes = (args.traces / Path(*OPENB_NODES)).resolve()
+    spot_nodes = (args.traces / Path(*SPOT_NODES)).resolve()
+    pods = (args.traces / OPENB_NODES[0] / args.pods).resolve()
+    run = run_points(
+        args.out,
+        script="hetero_cluster",
+        name="hetero-cluster",
+        base={
+            "openb_nodes_csv": str(openb_nodes),
+            "spot_nodes_csv": str(spot_nodes),
+            "pods_csv": str(pods),
+            "inputs_sha256": {
+                "openb_nodes": file_digest(openb_nodes),
+                "spot_nodes": file_digest(spot_nodes),
+                "pods": file_digest(pods),
+            },
+            "node_stride": 10 if args.quick else 1,
+            "max_jobs": 600 if args.quick else None,
+            "target": 0.5 if args.quick else args.target,
+        },
+        grid={"cluster": list(CLUSTERS), "load": list(LOADS), "policy": list(args.policies)},
+        seeds=[0],
+        executor=args.executor,
+        workers=args.workers,
+        force=args.force,
+    )
     runs: dict[str, dict[str, dict[str, Any]]] = {}
     matrices: dict[str, Any] = {}
     workloads: dict[str, Any] = {}
-    for cname, hc in clusters.items():
-        jobs, dropped = openb_hetero_jobs(openb_dir / args.pods, hc, keep_gpu_spec=cname == "openb")
-        if args.quick:
-            jobs = jobs[:600]
-        inflated = inflate_jobs(jobs, hc.cluster.num_devices, target=target)
-        loads = {"trace": jobs, "inflated": inflated}
-        matrices[cname] = {
-            "reference": hc.reference,
-            "speeds": hc.speed_matrix().to_dict(),
-            "gpus_by_type": hc.gpus_by_type(),
-            "assumptions": dict(hc.assumptions),
-        }
-        workloads[cname] = {k: len(v) for k, v in loads.items()} | {"dropped": dropped}
-        for lname, js in loads.items():
-            key = f"{cname}/{lname}"
-            runs[key] = {}
-            for p in args.policies:
-                t0 = time.perf_counter()
-                r = replay_hetero(hc, js, make_policy(p, hc), policy_name=p)
-                runs[key][p] = {k: r.summary.get(k) for k in KEYS}
-                print(
-                    f"  {key:16s} {p:18s} avg JCT {r.summary['avg_jct_s']:10.0f} s  "
-                    f"util {r.summary['gpu_utilization']:.4f}  cost ${r.summary['cost']:,.0f}  "
-                    f"({time.perf_counter() - t0:.1f} s)",
-                    flush=True,
-                )
-    return {"runs": runs, "matrices": matrices, "workloads": workloads}
+    for pt in run.results:
+        cname, lname, p = (str(pt.params[k]) for k in ("cluster", "load", "policy"))
+        matrices.setdefault(cname, pt.summary["cluster_info"])
+        workloads.setdefault(cname, pt.summary["workload"])
+        key = f"{cname}/{lname}"
+        v = {k: x for k, x in pt.summary.items() if k not in POINT_ONLY}
+        runs.setdefault(key, {})[p] = v
+        print(
+            f"  {key:16s} {p:18s} avg JCT {v['avg_jct_s']:10.0f} s  "
+            f"util {v['gpu_utilization']:.4f}  cost ${v['cost']:,.0f}  "
+            f"({v['wall_s']:.1f} s)",
+            flush=True,
+        )
+    print(run.line())
+    return {
+        "runs": runs,
+        "matrices": matrices,
+        "workloads": workloads,
+        "simulation_s": run.compute_seconds("wall_s"),
+        "points": run.line(),
+    }
 
 
 def improvements(runs: dict[str, dict[str, dict[str, Any]]]) -> dict[str, dict[str, Any]]:
@@ -220,6 +310,7 @@ def parse(argv: Sequence[str] | None) -> argparse.Namespace:
     ap.add_argument("--pods", default="openb_pod_list_default.csv", help="openb pod list")
     ap.add_argument("--target", type=float, default=1.3, help="inflation: demand / capacity")
     ap.add_argument("--policies", nargs="+", default=list(POLICIES), choices=list(POLICIES))
+    add_sweep_args(ap, workers=1)
     return ap.parse_args(argv)
 
 

@@ -26,7 +26,15 @@ Method (analytical; inputs cited in docs/hetero-power-economics.md):
 Writes ``DIR/summary.json``: policy -> {load_rate, cost_per_mtok, gross_margin, devices,
 utilization, energy_kwh_per_mtok} (lists over load rates, requests/s); ``DIR/details.json``
 (inputs, instance capacity, break-even loads, rental margins) and two PNGs.
-``--quick``: 6 load rates. Run: ``python experiments/maas_margin.py --out DIR``.
+``--quick``: 6 load rates.
+
+Every number comes from one point of a :mod:`clustersim.sweep` function sweep
+(``run_point``; the trace file's SHA-256 and every input constant are part of its
+parameters; the model is analytical, so the one ``seed`` is only a label) stored in
+``DIR/points``: one ``inputs`` point (trace lengths, instance capacity), one ``fleet``
+point per (policy, load rate) and one ``rental`` point per device. A re-run reuses them.
+Run: ``python experiments/maas_margin.py --out DIR [--quick] [--executor SPEC]
+[--workers N] [--force]``.
 """
 
 from __future__ import annotations
@@ -40,13 +48,15 @@ import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT / "src") not in sys.path:
     sys.path.insert(0, str(ROOT / "src"))
+if str(ROOT) not in sys.path:  # `experiments.<name>:run_point` must import (sweep workers too)
+    sys.path.append(str(ROOT))
 
 from clustersim.economics import (  # noqa: E402
     CostModel,
@@ -56,6 +66,8 @@ from clustersim.economics import (  # noqa: E402
     zipf_shares,
 )
 from clustersim.hardware import get_device  # noqa: E402
+from clustersim.sweep import file_digest  # noqa: E402
+from experiments._points import add_sweep_args, run_points  # noqa: E402
 
 TRACES = ROOT.parent / "shared" / "traces"
 OKABE_ITO = ["#000000", "#E69F00", "#56B4E9", "#009E73", "#F0E442", "#0072B2", "#D55E00", "#CC79A7"]
@@ -67,6 +79,8 @@ ZIPF_S = 2.85  # literature.md §1.3, M = 100 [D]
 PRICE_IN = 0.20  # USD per million input tokens, 8B-class open model list price [S]
 PRICE_OUT = 0.60  # USD per million output tokens [S]
 POLICIES = ("dedicated", "pooled")
+RENTAL_DEVICES = ("H20", "A100", "H100")
+TRACE_CSV = ("azure-llm-2023", "AzureLLMInferenceTrace_conv.csv")
 
 
 def azure_lengths(path: Path) -> tuple[float, float, int]:
@@ -88,6 +102,78 @@ def break_even(loads: Sequence[float], margins: Sequence[float]) -> float | None
             la, lb = math.log(loads[i - 1]), math.log(loads[i])
             return float(math.exp(la + (lb - la) * (-a) / (b - a)))
     return None if margins and margins[0] < 0 else (loads[0] if loads else None)
+
+
+_LENGTHS: dict[str, tuple[float, float, int]] = {}
+
+
+def _instance(params: dict[str, Any]) -> tuple[float, float, int, Any]:
+    """Trace lengths (cached per process) and the instance capacity of ``params``."""
+    path = str(params["trace_csv"])
+    if path not in _LENGTHS:
+        _LENGTHS[path] = azure_lengths(Path(path))
+    prompt, output, n_req = _LENGTHS[path]
+    cap = serving_capacity(
+        str(params["model"]),
+        get_device(str(params["device"])),
+        prompt_tokens=prompt,
+        output_tokens=output,
+        tbt_s=float(params["tbt_s"]),
+    )
+    return prompt, output, n_req, cap
+
+
+def run_point(params: dict[str, Any]) -> dict[str, Any]:
+    """One sweep point, by ``kind``.
+
+    ``inputs``: the trace's mean prompt/output tokens and row count, the instance
+    capacity and the device-hour cost at full load; ``fleet``: :func:`maas_fleet` of
+    ``policy`` at ``load_rps``; ``rental``: :func:`rental_margin` of ``rent_device``
+    over ``utilization`` (a list).
+    """
+    kind = str(params["kind"])
+    cm = CostModel()
+    if kind == "rental":
+        spec = get_device(str(params["rent_device"]))
+        us = [float(u) for u in params["utilization"]]
+        return {
+            "price_per_hour": spec.price_per_hour,
+            "cost_per_hour_full_load": cm.device_hour(spec, 1.0).as_dict(),
+            "utilization": us,
+            "gross_margin": [rental_margin(spec, u, cm) for u in us],
+        }
+    prompt, output, n_req, cap = _instance(params)
+    dev = get_device(str(params["device"]))
+    if kind == "inputs":
+        return {
+            "azure_conv_requests": n_req,
+            "mean_prompt_tokens": prompt,
+            "mean_output_tokens": output,
+            "instance": dataclasses.asdict(cap),
+            "device_hour_cost_full_load": cm.device_hour(dev, 1.0).as_dict(),
+        }
+    if kind != "fleet":
+        raise ValueError(f"unknown point kind {kind!r}; known: inputs, fleet, rental")
+    x = maas_fleet(
+        str(params["policy"]),
+        float(params["load_rps"]),
+        cast(Sequence[float], zipf_shares(int(params["n_models"]), float(params["zipf_s"]))),
+        cap,
+        dev,
+        prompt_tokens=prompt,
+        output_tokens=output,
+        usd_per_mtok_in=float(params["price_in"]),
+        usd_per_mtok_out=float(params["price_out"]),
+        cost=cm,
+    )
+    return {
+        "load_rate": x.load_rps,
+        "cost_per_mtok": x.cost_per_mtok,
+        "gross_margin": x.gross_margin,
+        "devices": x.devices,
+        "utilization": x.utilization,
+        "energy_kwh_per_mtok": x.energy_kwh_per_mtok,
+    }
 
 
 def plot(summary: dict[str, Any], rent: dict[str, Any], out: Path) -> list[Path]:
@@ -152,6 +238,7 @@ def parse(argv: Sequence[str] | None) -> argparse.Namespace:
     ap.add_argument("--out", required=True, type=Path, help="output directory")
     ap.add_argument("--quick", action="store_true", help="6 load rates")
     ap.add_argument("--traces", type=Path, default=TRACES, help="the shared/traces folder")
+    add_sweep_args(ap, workers=1)
     return ap.parse_args(argv)
 
 
@@ -159,59 +246,53 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     args = parse(argv)
     args.out.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
-    trace = args.traces / "azure-llm-2023" / "AzureLLMInferenceTrace_conv.csv"
-    prompt, output, n_req = azure_lengths(trace)
-    dev = get_device(DEVICE)
-    cap = serving_capacity(MODEL, dev, prompt_tokens=prompt, output_tokens=output, tbt_s=TBT_S)
-    shares = zipf_shares(N_MODELS, ZIPF_S)
-    cm = CostModel()
-    loads = list(np.logspace(-1, 3, 6 if args.quick else 25))
+    trace = (args.traces / Path(*TRACE_CSV)).resolve()
+    loads = [float(x) for x in np.logspace(-1, 3, 6 if args.quick else 25)]
+    us = [float(u) for u in np.linspace(0.05, 1.0, 20)]
+    run = run_points(
+        args.out,
+        script="maas_margin",
+        name="maas-margin",
+        base={
+            "trace_csv": str(trace),
+            "inputs_sha256": {"trace": file_digest(trace)},
+            "model": MODEL,
+            "device": DEVICE,
+            "tbt_s": TBT_S,
+            "n_models": N_MODELS,
+            "zipf_s": ZIPF_S,
+            "price_in": PRICE_IN,
+            "price_out": PRICE_OUT,
+        },
+        points=[
+            {"kind": "inputs"},
+            *({"kind": "fleet", "policy": p, "load_rps": lam} for p in POLICIES for lam in loads),
+            *({"kind": "rental", "rent_device": d, "utilization": us} for d in RENTAL_DEVICES),
+        ],
+        seeds=[0],
+        executor=args.executor,
+        workers=args.workers,
+        force=args.force,
+    )
+    by_kind: dict[str, list[Any]] = {}
+    for pt in run.results:
+        by_kind.setdefault(str(pt.params["kind"]), []).append(pt)
+    inputs = by_kind["inputs"][0].summary
+    prompt = float(inputs["mean_prompt_tokens"])
+    output = float(inputs["mean_output_tokens"])
+    cap = inputs["instance"]
     summary: dict[str, Any] = {}
     for p in POLICIES:
-        pts = [
-            maas_fleet(
-                p,
-                lam,
-                shares,
-                cap,
-                dev,
-                prompt_tokens=prompt,
-                output_tokens=output,
-                usd_per_mtok_in=PRICE_IN,
-                usd_per_mtok_out=PRICE_OUT,
-                cost=cm,
-            )
-            for lam in loads
-        ]
-        summary[p] = {
-            "load_rate": [x.load_rps for x in pts],
-            "cost_per_mtok": [x.cost_per_mtok for x in pts],
-            "gross_margin": [x.gross_margin for x in pts],
-            "devices": [x.devices for x in pts],
-            "utilization": [x.utilization for x in pts],
-            "energy_kwh_per_mtok": [x.energy_kwh_per_mtok for x in pts],
-        }
+        pts = [pt.summary for pt in by_kind["fleet"] if pt.params["policy"] == p]
+        summary[p] = {k: [x[k] for x in pts] for k in pts[0]}
     blended = (prompt * PRICE_IN + output * PRICE_OUT) / (prompt + output)
-    rent: dict[str, Any] = {}
-    us = list(np.linspace(0.05, 1.0, 20))
-    for d in ("H20", "A100", "H100"):
-        spec = get_device(d)
-        rent[d] = {
-            "price_per_hour": spec.price_per_hour,
-            "cost_per_hour_full_load": cm.device_hour(spec, 1.0).as_dict(),
-            "utilization": us,
-            "gross_margin": [rental_margin(spec, u, cm) for u in us],
-        }
+    rent = {str(pt.params["rent_device"]): pt.summary for pt in by_kind["rental"]}
     details = {
         "method": (__doc__ or "").strip(),
         "model": MODEL,
         "device": DEVICE,
         "tbt_s": TBT_S,
-        "azure_conv_requests": n_req,
-        "mean_prompt_tokens": prompt,
-        "mean_output_tokens": output,
-        "instance": dataclasses.asdict(cap),
-        "device_hour_cost_full_load": cm.device_hour(dev, 1.0).as_dict(),
+        **inputs,
         "n_models": N_MODELS,
         "zipf_s": ZIPF_S,
         "price_usd_per_mtok": {"input": PRICE_IN, "output": PRICE_OUT, "blended": blended},
@@ -220,6 +301,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         },
         "rental": rent,
         "wall_s": time.perf_counter() - t0,
+        "points": run.line(),
     }
     plot({**summary, "_blended_price_per_mtok": blended}, rent, args.out)
     clean = {
@@ -232,8 +314,9 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     (args.out / "summary.json").write_text(json.dumps(clean, indent=2))
     (args.out / "details.json").write_text(json.dumps(details, indent=2, default=str))
     print(
-        f"instance: batch {cap.batch}, {cap.requests_per_s:.2f} req/s, "
-        f"{cap.output_tokens_per_s:.0f} output tok/s; prompt {prompt:.0f} / output {output:.0f}"
+        f"instance: batch {cap['batch']}, {cap['requests_per_s']:.2f} req/s, "
+        f"{cap['output_tokens_per_s']:.0f} output tok/s; prompt {prompt:.0f} / output "
+        f"{output:.0f}"
     )
     for p in POLICIES:
         v = summary[p]
@@ -242,6 +325,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
             f"{v['gross_margin'][-1] * 100:6.1f} % at {loads[-1]:.0f} req/s; break-even "
             f"{details['break_even_load_rps'][p]}"
         )
+    print(run.line())
     print(f"wrote {args.out / 'summary.json'}, details.json, maas_margin.png, rental_margin.png")
     return clean
 

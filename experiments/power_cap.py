@@ -29,7 +29,15 @@ Method:
 Writes ``DIR/summary.json``: cap (fraction of peak, e.g. ``"0.70"``) -> {throughput,
 avg_jct_s, energy_kwh, ... , "throttle": {same keys}}; ``DIR/details.json`` and two PNGs.
 ``--quick``: every 10th node, 600 pods, caps 1.0 and 0.6.
-Run: ``python experiments/power_cap.py --out DIR``.
+
+Each (cap, mechanism) is one point of a :mod:`clustersim.sweep` function sweep
+(``run_point``; the input files' SHA-256 are part of its parameters; the runs are
+deterministic, so the one ``seed`` is only a label) stored in ``DIR/points``: a re-run
+reuses finished points, and ``--executor dask://HOST:PORT`` runs them on a Dask cluster.
+The ``wait`` points store their draw series as table ``series``; ``details.json`` gives
+``simulation_s``, the seconds the points measured when computed.
+Run: ``python experiments/power_cap.py --out DIR [--quick] [--executor SPEC] [--workers N]
+[--force]``.
 """
 
 from __future__ import annotations
@@ -47,6 +55,8 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT / "src") not in sys.path:
     sys.path.insert(0, str(ROOT / "src"))
+if str(ROOT) not in sys.path:  # `experiments.<name>:run_point` must import (sweep workers too)
+    sys.path.append(str(ROOT))
 
 from clustersim.hetero import (  # noqa: E402
     HeteroCluster,
@@ -64,12 +74,18 @@ from clustersim.power import (  # noqa: E402
     uniform_limit_fraction,
 )
 from clustersim.schedulers import hetero_policies as hp  # noqa: E402
+from clustersim.sweep import file_digest  # noqa: E402
 from clustersim.topology import Cluster  # noqa: E402
 from clustersim.workload.job import Job  # noqa: E402
+from experiments._points import add_sweep_args, run_points  # noqa: E402
 
 TRACES = ROOT.parent / "shared" / "traces"
 OKABE_ITO = ["#000000", "#E69F00", "#56B4E9", "#009E73", "#F0E442", "#0072B2", "#D55E00", "#CC79A7"]
 CAPS = (1.0, 0.9, 0.8, 0.7, 0.6, 0.5)
+MECHANISMS = ("wait", "throttle")
+NODES_CSV = "openb_node_list_gpu_node.csv"
+POINT_ONLY = frozenset({"sim_seconds", "inputs"})
+"""Point-summary keys that go to ``details.json``, not ``summary.json``."""
 
 
 WINDOW_S = 24 * 3600.0
@@ -99,7 +115,7 @@ def throughput_95(summary: dict[str, Any], jobs_done: int) -> float | None:
     t = summary.get("jct_p95_completion_s")
     if not t:
         return None
-    return 0.95 * jobs_done / (t / 3600.0)
+    return 0.95 * jobs_done / (float(t) / 3600.0)
 
 
 def run_wait(hc: HeteroCluster, jobs: list[Job], cap_frac: float) -> dict[str, Any]:
@@ -174,6 +190,56 @@ def run_throttle(hc: HeteroCluster, jobs: list[Job], cap_frac: float) -> dict[st
     }
 
 
+_DATA: dict[str, Any] = {}
+
+
+def load_inputs(
+    nodes_csv: str, pods_csv: str, every: int, max_jobs: int | None, target: float
+) -> tuple[HeteroCluster, list[Job]]:
+    """The openb cluster (every ``every``-th node) and its inflated pods (cached per process)."""
+    key = (nodes_csv, pods_csv, every, max_jobs, target)
+    if _DATA.get("key") != key:
+        hc = openb_cluster(Path(nodes_csv), every=every)
+        jobs, _ = openb_hetero_jobs(Path(pods_csv), hc)
+        if max_jobs is not None:
+            jobs = jobs[:max_jobs]
+        _DATA.update(key=key, hc=hc, jobs=inflate_jobs(jobs, hc.cluster.num_devices, target=target))
+    return _DATA["hc"], _DATA["jobs"]
+
+
+def run_point(params: dict[str, Any]) -> dict[str, Any]:
+    """One sweep point: cap ``cap`` (fraction of peak) respected by ``mechanism``.
+
+    ``wait`` returns :func:`run_wait`'s numbers with its draw series as table ``series``
+    (``t_s`` since the start, ``draw_w``); ``throttle`` returns :func:`run_throttle`'s.
+    ``sim_seconds`` is the time the run took; ``inputs`` the job count and the uncapped
+    power model's peak and idle-floor draw (for ``details.json``).
+    """
+    max_jobs = params["max_jobs"]
+    hc, jobs = load_inputs(
+        str(params["nodes_csv"]),
+        str(params["pods_csv"]),
+        int(params["node_stride"]),
+        None if max_jobs is None else int(max_jobs),
+        float(params["target"]),
+    )
+    cap = float(params["cap"])
+    mech = str(params["mechanism"])
+    t0 = time.perf_counter()
+    if mech == "wait":
+        r = run_wait(hc, jobs, cap)
+        t, w = r.pop("series")
+        r["tables"] = {"series": {"t_s": np.asarray(t).tolist(), "draw_w": np.asarray(w).tolist()}}
+    elif mech == "throttle":
+        r = run_throttle(hc, jobs, cap)
+    else:
+        raise ValueError(f"unknown mechanism {mech!r}; known: {', '.join(MECHANISMS)}")
+    r["sim_seconds"] = time.perf_counter() - t0
+    pm = PowerModel(hc.cluster, hc.specs)
+    r["inputs"] = {"jobs": len(jobs), "peak_draw_w": pm.peak_w, "idle_floor_w": pm.idle_floor_w}
+    return r
+
+
 def plot(summary: dict[str, Any], series: dict[str, Any], out: Path) -> list[Path]:
     import matplotlib
 
@@ -244,6 +310,7 @@ def parse(argv: Sequence[str] | None) -> argparse.Namespace:
     ap.add_argument("--traces", type=Path, default=TRACES, help="the shared/traces folder")
     ap.add_argument("--pods", default="openb_pod_list_default.csv", help="openb pod list")
     ap.add_argument("--caps", type=float, nargs="+", default=list(CAPS), help="fractions of peak")
+    add_sweep_args(ap, workers=1)
     return ap.parse_args(argv)
 
 
@@ -252,20 +319,40 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     args.out.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
     d = args.traces / "alibaba-gpu-2023-openb"
-    hc = openb_cluster(d / "openb_node_list_gpu_node.csv", every=10 if args.quick else 1)
-    jobs, _ = openb_hetero_jobs(d / args.pods, hc)
-    if args.quick:
-        jobs = jobs[:600]
-    jobs = inflate_jobs(jobs, hc.cluster.num_devices)
+    nodes_csv = str((d / NODES_CSV).resolve())
+    pods_csv = str((d / args.pods).resolve())
+    every = 10 if args.quick else 1
     caps = [1.0, 0.6] if args.quick else args.caps
-    pm = PowerModel(hc.cluster, hc.specs)
+    run = run_points(
+        args.out,
+        script="power_cap",
+        name="power-cap",
+        base={
+            "nodes_csv": nodes_csv,
+            "pods_csv": pods_csv,
+            "inputs_sha256": {
+                "nodes": file_digest(Path(nodes_csv)),
+                "pods": file_digest(Path(pods_csv)),
+            },
+            "node_stride": every,
+            "max_jobs": 600 if args.quick else None,
+            "target": 1.3,
+        },
+        grid={"cap": [float(c) for c in caps], "mechanism": list(MECHANISMS)},
+        seeds=[0],
+        executor=args.executor,
+        workers=args.workers,
+        force=args.force,
+    )
     summary: dict[str, Any] = {}
     series: dict[str, Any] = {}
     for c in caps:
         key = f"{c:.2f}"
-        w = run_wait(hc, jobs, c)
-        series[key] = w.pop("series")
-        w["throttle"] = run_throttle(hc, jobs, c)
+        per = {pt.params["mechanism"]: pt for pt in run.results if pt.params["cap"] == float(c)}
+        w = {k: v for k, v in per["wait"].summary.items() if k not in POINT_ONLY}
+        tab = per["wait"].table("series")
+        series[key] = (np.asarray(tab["t_s"]), np.asarray(tab["draw_w"]))
+        w["throttle"] = {k: v for k, v in per["throttle"].summary.items() if k not in POINT_ONLY}
         summary[key] = w
         th = w["throttle"]
         print(
@@ -277,17 +364,16 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         )
     details = {
         "method": (__doc__ or "").strip(),
-        "jobs": len(jobs),
-        "peak_draw_w": pm.peak_w,
-        "idle_floor_w": pm.idle_floor_w,
+        **run.results[0].summary["inputs"],
         "wall_s": time.perf_counter() - t0,
+        "simulation_s": run.compute_seconds("sim_seconds"),
+        "points": run.line(),
         "results": summary,
     }
     (args.out / "summary.json").write_text(json.dumps(summary, indent=2))
     (args.out / "details.json").write_text(json.dumps(details, indent=2, default=str))
-    files = plot(
-        summary, {k: (np.asarray(t), np.asarray(w)) for k, (t, w) in series.items()}, args.out
-    )
+    files = plot(summary, series, args.out)
+    print(run.line())
     print(f"wrote {args.out / 'summary.json'}, details.json and {', '.join(f.name for f in files)}")
     return summary
 

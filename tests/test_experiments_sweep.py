@@ -1,6 +1,6 @@
 """Experiment scripts run their points through clustersim.sweep: resumable and deterministic.
 
-For two experiments (checkpoint_interval, llama3_interruptions): a second run into the
+For three experiments (checkpoint_interval, llama3_interruptions, power_cap): a second run into the
 same folder computes nothing (``run_point`` is replaced by a function that fails, so a
 recomputed point would fail the run) and writes a byte-identical ``summary.json``; a
 point deleted from the store is the only one recomputed; a fresh run in another folder
@@ -20,6 +20,7 @@ from typing import Any
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
+OPENB = ROOT.parent / "shared" / "traces" / "alibaba-gpu-2023-openb"
 CKPT_ARGS = ["--quick", "--days", "2", "--seeds", "1"]
 LLAMA_ARGS = ["--quick", "--seeds", "1"]
 TIMING_KEYS = {"runtime_s", "sim_seconds_per_run", "sim_seconds"}
@@ -41,6 +42,12 @@ def _drop_timings(obj: Any) -> Any:
     return obj
 
 
+def _run_main(mod: ModuleType, argv: list[str]) -> None:
+    """Run ``mod.main``: scripts return 0 or (hetero/power/economics ones) their summary."""
+    res = mod.main(argv)
+    assert res == 0 or (isinstance(res, dict) and res), res
+
+
 def _runs(out: Path) -> dict[str, bytes]:
     """Every stored point's run.json (its finish time changes if it is recomputed)."""
     return {p.parent.name: p.read_bytes() for p in (out / "points" / "runs").glob("*/run.json")}
@@ -51,6 +58,14 @@ def _runs(out: Path) -> dict[str, bytes]:
     [
         ("checkpoint_interval", CKPT_ARGS, 14),  # 2 storages x 7 intervals x 1 seed
         ("llama3_interruptions", LLAMA_ARGS, 4),  # 4 rate sources x 1 seed
+        pytest.param(
+            "power_cap",
+            ["--quick"],
+            4,  # 2 caps x 2 mechanisms (wait, throttle)
+            marks=pytest.mark.skipif(
+                not OPENB.exists(), reason="needs ../shared/traces/alibaba-gpu-2023-openb"
+            ),
+        ),
     ],
 )
 def test_second_run_reuses_every_point(
@@ -58,7 +73,7 @@ def test_second_run_reuses_every_point(
 ) -> None:
     mod = _module(name, monkeypatch)
     out = tmp_path / "a"
-    assert mod.main(["--out", str(out), *args]) == 0
+    _run_main(mod, ["--out", str(out), *args])
     first = (out / "summary.json").read_bytes()
     runs = _runs(out)
     assert len(runs) == n_points
@@ -67,7 +82,7 @@ def test_second_run_reuses_every_point(
     assert len(manifest["points"]) == n_points
 
     monkeypatch.setattr(mod, "run_point", _no_compute)
-    assert mod.main(["--out", str(out), *args]) == 0
+    _run_main(mod, ["--out", str(out), *args])
     assert (out / "summary.json").read_bytes() == first
     assert _runs(out) == runs  # no point folder was rewritten
 
@@ -84,7 +99,7 @@ def test_second_run_reuses_every_point(
         return real(params)  # type: ignore[no-any-return]
 
     monkeypatch.setattr(mod, "run_point", counting)
-    assert mod.main(["--out", str(out), *args]) == 0
+    _run_main(mod, ["--out", str(out), *args])
     assert len(calls) == 1
     again = json.loads((out / "summary.json").read_text())
     assert _drop_timings(again) == _drop_timings(json.loads(first))
