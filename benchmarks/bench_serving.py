@@ -1,0 +1,95 @@
+"""Benchmark: replay a day of one ServeGen language-model class and print requests per second.
+
+Workload: every client window of ServeGen ``--class`` (Alibaba Bailian, default
+``m-large``) turned into arrivals (Gamma/Weibull renewal per window, real rates), Azure
+LLM 2023 conversation token lengths, one market model of ``--model`` architecture.
+Serving: ``dedicated`` with analytic peak sizing, round-robin dispatch, engines
+replayed in ``--processes`` worker processes (the serving fast path). Prints the
+generation time, the simulation time and requests simulated per second.
+
+Run: ``python benchmarks/bench_serving.py [--hours 24] [--processes 2]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+import numpy as np
+
+from clustersim.hardware import get_device
+from clustersim.serving import (
+    SLO,
+    Market,
+    MarketModel,
+    Requests,
+    attainment,
+    get_model,
+    load_azure_llm,
+    load_servegen_clients,
+    servegen_arrivals,
+    simulate,
+)
+
+TRACES = Path(__file__).resolve().parents[1].parent / "shared" / "traces"
+
+
+def _sized(mk: Market, dev: object, tp: int) -> int:
+    """Analytic peak sizing (dedicated_sizing) at the requested tensor-parallel degree."""
+    import math
+
+    from clustersim.serving import instance_capacity, model_cost
+    from clustersim.serving.policies import peak_rates
+
+    c = model_cost(mk.models[0].spec, dev, tp)  # type: ignore[arg-type]
+    r = mk.requests
+    cap = instance_capacity(c, float(r.input_tokens.mean()), float(r.output_tokens.mean()), SLO())
+    return math.ceil(float(peak_rates(mk)[0]) / cap)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--class", dest="cls", default="m-large", help="ServeGen language class")
+    ap.add_argument("--hours", type=float, default=24.0)
+    ap.add_argument("--processes", type=int, default=2)
+    ap.add_argument("--device", default="H800")
+    ap.add_argument("--model", default="Qwen2.5-72B")
+    ap.add_argument("--tp", type=int, default=4, help="devices per engine (Aegaeon: TP=4 for 72B)")
+    ap.add_argument("--rate-scale", type=float, default=1.0)
+    ap.add_argument("--seed", type=int, default=0)
+    a = ap.parse_args()
+    if not TRACES.exists():
+        raise SystemExit(f"traces not found at {TRACES}")
+    t0 = time.perf_counter()
+    rng = np.random.default_rng(a.seed)
+    clients = load_servegen_clients(TRACES / "alibaba-servegen-2025" / "data" / "language" / a.cls)
+    t, _ = servegen_arrivals(clients, rng, start=0.0, end=a.hours * 3600.0, rate_scale=a.rate_scale)
+    az = load_azure_llm(TRACES / "azure-llm-2023" / "AzureLLMInferenceTrace_conv.csv")
+    inp, out = az.sample(len(t), rng)
+    mk = Market(
+        (MarketModel(a.cls, get_model(a.model)),),
+        Requests(t, np.zeros(len(t), dtype=np.int32), inp.astype(np.int32), out.astype(np.int32)),
+        a.hours * 3600.0,
+        f"ServeGen {a.cls}",
+    )
+    t_gen = time.perf_counter() - t0
+    dev = get_device(a.device)
+    tp = [a.tp]
+    n = [max(1, _sized(mk, dev, a.tp))]
+    t1 = time.perf_counter()
+    res = simulate(mk, "dedicated", device=dev, instances=n, tp=tp, processes=a.processes)
+    t_sim = time.perf_counter() - t1
+    c = res.conservation()
+    print(
+        f"workload: ServeGen {a.cls}, {a.hours:g} h, {len(t):,} requests "
+        f"(mean {len(t) / (a.hours * 3600):.1f} req/s), {a.model} TP{tp[0]} on {dev.name}"
+    )
+    print(f"engines: {n[0]} ({n[0] * tp[0]} devices), processes: {a.processes}")
+    print(f"generate: {t_gen:.1f} s   simulate: {t_sim:.1f} s   total: {t_gen + t_sim:.1f} s")
+    print(f"requests/s simulated: {len(t) / t_sim:,.0f}")
+    print(f"served {c['served']:,}  SLO attainment {attainment(res):.4f}")
+
+
+if __name__ == "__main__":
+    main()

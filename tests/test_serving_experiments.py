@@ -1,0 +1,49 @@
+"""The two serving experiments run end to end in ``--quick`` mode (needs ../shared/traces)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+TRACES = REPO.parent / "shared" / "traces"
+pytestmark = [
+    pytest.mark.shared,
+    pytest.mark.slow,
+    pytest.mark.skipif(not TRACES.exists(), reason=f"public traces not found at {TRACES}"),
+]
+
+
+def _run(script: str, out: Path, *extra: str) -> dict:  # type: ignore[type-arg]
+    subprocess.run(
+        [sys.executable, str(REPO / "experiments" / script), "--out", str(out), "--quick", *extra],
+        check=True,
+        timeout=240,
+        env={"PYTHONPATH": str(REPO / "src"), "PATH": "/usr/bin:/bin", "MPLBACKEND": "Agg"},
+    )
+    return json.loads((out / "summary.json").read_text())
+
+
+def test_model_market_waste_quick(tmp_path: Path) -> None:
+    s = _run("model_market_waste.py", tmp_path, "--processes", "1")
+    assert s["gpus_total"] > s["n_models"]  # >= 1 instance per model, more for hot ones
+    assert 0 < s["cold_request_share"] < s["cold_gpu_share"] < 1  # the tail is over-served
+    assert s["replayed_window"]["requests"]["served"] > 0
+    assert (tmp_path / "lorenz.png").stat().st_size > 10_000
+
+
+def test_pooling_savings_quick(tmp_path: Path) -> None:
+    s = _run("pooling_savings.py", tmp_path)
+    pol = s["policies"]
+    assert set(pol) == {"dedicated", "serverless", "multiplexed", "token_pooled", "hybrid_pooled"}
+    ded = pol["dedicated"]["gpus_needed"]
+    assert ded > 0 and pol["dedicated"]["slo_attainment"] >= 0.99
+    for p, r in pol.items():
+        if r.get("gpus_needed"):
+            assert r["slo_attainment"] >= 0.99, p
+            assert r["gpus_needed"] <= ded, p
+    assert (tmp_path / "gpus_needed.png").exists()
