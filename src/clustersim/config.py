@@ -237,11 +237,12 @@ class Scenario(_Model):
         """Return a copy with dotted-key overrides applied and re-validated."""
         data = self.model_dump()
         for key, value in overrides.items():
-            _set_dotted(data, key, value)
+            set_dotted(data, key, value)
         return validate_scenario(data, source="<overrides>")
 
 
-def _set_dotted(data: dict[str, Any], key: str, value: Any) -> None:
+def set_dotted(data: dict[str, Any], key: str, value: Any) -> None:
+    """Set ``data["a"]["b"]`` for ``key = "a.b"``, creating missing sections."""
     parts = key.split(".")
     cur = data
     for part in parts[:-1]:

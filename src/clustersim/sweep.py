@@ -71,6 +71,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from clustersim import __version__
+from clustersim.config import set_dotted
 from clustersim.errors import ClusterSimError, ConfigError
 
 RUNS = "runs"
@@ -246,20 +247,6 @@ def run_id_of(key: Mapping[str, Any]) -> str:
 # --------------------------------------------------------------------------- expansion
 
 
-def _set_dotted(data: dict[str, Any], key: str, value: Any) -> None:
-    parts = key.split(".")
-    cur = data
-    for part in parts[:-1]:
-        nxt = cur.get(part)
-        if nxt is None:
-            nxt = {}
-            cur[part] = nxt
-        if not isinstance(nxt, dict):
-            raise ConfigError(f"override '{key}': '{part}' is not a mapping")
-        cur = nxt
-    cur[parts[-1]] = value
-
-
 def _combos(spec: SweepSpec) -> list[dict[str, Any]]:
     keys = list(spec.grid)
     grid = [dict(zip(keys, vals, strict=True)) for vals in itertools.product(*spec.grid.values())]
@@ -307,12 +294,12 @@ def expand(spec: SweepSpec, base_dir: str | Path | None = None, source: str = "<
         _resolve_function(spec.function)  # fail early on a bad reference
         base_params: dict[str, Any] = dict(spec.base or {})  # type: ignore[arg-type]
         for k, v in spec.overrides.items():
-            _set_dotted(base_params, k, v)
+            set_dotted(base_params, k, v)
         for combo in combos:
             for seed in seeds:
                 params = json.loads(json.dumps(base_params))
                 for k, v in combo.items():
-                    _set_dotted(params, k, v)
+                    set_dotted(params, k, v)
                 params["seed"] = seed
                 key = {"kind": "function", "function": spec.function, "params": params}
                 rid = run_id_of(key)
@@ -341,7 +328,7 @@ def expand(spec: SweepSpec, base_dir: str | Path | None = None, source: str = "<
             params = {**combo, "seed": seed}
             data = json.loads(json.dumps(base_data))
             for k, v in params.items():
-                _set_dotted(data, k, v)
+                set_dotted(data, k, v)
             try:
                 sc = validate_scenario(data, source="<point>")
             except ConfigError as exc:

@@ -58,7 +58,7 @@ class LoadReport:
         self.dropped[reason] = self.dropped.get(reason, 0) + 1
 
 
-def _rows(path: Path, required: Sequence[str]) -> Iterator[tuple[int, dict[str, str]]]:
+def csv_rows(path: Path, required: Sequence[str]) -> Iterator[tuple[int, dict[str, str]]]:
     """Yield ``(line_number, row)`` of a CSV file after checking its header."""
     try:
         fh = path.open(newline="", encoding="utf-8")
@@ -129,7 +129,7 @@ def load_csv(path: str | Path) -> tuple[list[Job], LoadReport]:
     jobs: list[Job] = []
     seen: dict[str, int] = {}
     core = set(REQUIRED_CSV) | {"gpu_milli", "device_type"}
-    for line, row in _rows(p, REQUIRED_CSV):
+    for line, row in csv_rows(p, REQUIRED_CSV):
         report.rows += 1
         jid = (row["job_id"] or "").strip()
         if not jid:

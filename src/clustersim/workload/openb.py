@@ -17,7 +17,6 @@ is a ``|``-separated list of acceptable models. Every malformed row raises
 
 from __future__ import annotations
 
-import csv
 import math
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -100,36 +99,11 @@ class OpenbPods:
 
 
 def _read(path: Path, required: Sequence[str]) -> Iterator[tuple[int, dict[str, str]]]:
-    """Yield ``(line_number, row)`` after checking the header has ``required``."""
-    try:
-        fh = path.open(newline="", encoding="utf-8")
-    except FileNotFoundError:
-        raise TraceError(
-            str(path), None, None, "file not found", "check the path of the openb CSV"
-        ) from None
-    with fh:
-        reader = csv.DictReader(fh)
-        header = reader.fieldnames
-        if not header:
-            raise TraceError(str(path), 1, None, "empty file, no header row")
-        header = [h.strip() for h in header]
-        reader.fieldnames = header
-        for col in required:
-            if col not in header:
-                raise TraceError(
-                    str(path),
-                    1,
-                    col,
-                    "missing column",
-                    f"the header must contain {', '.join(required)}; it has {', '.join(header)}",
-                )
-        for row in reader:
-            line = reader.line_num
-            if None in row:
-                raise TraceError(
-                    str(path), line, None, "more values than header columns", "remove extra commas"
-                )
-            yield line, {k: (v or "").strip() for k, v in row.items()}
+    """Yield ``(line_number, row)`` with stripped values after checking the header."""
+    from clustersim.workload.loaders import csv_rows
+
+    for line, row in csv_rows(path, required):
+        yield line, {k: (v or "").strip() for k, v in row.items()}
 
 
 def _int(
