@@ -1,8 +1,8 @@
 """Experiment scripts run their points through clustersim.sweep: resumable and deterministic.
 
-For three experiments (checkpoint_interval, llama3_interruptions, power_cap): a second run into the
-same folder computes nothing (``run_point`` is replaced by a function that fails, so a
-recomputed point would fail the run) and writes a byte-identical ``summary.json``; a
+For four experiments (checkpoint_interval, llama3_interruptions, power_cap, pooling_savings): a
+second run into the same folder computes nothing (``run_point`` is replaced by a function that
+fails, so a recomputed point would fail the run) and writes a byte-identical ``summary.json``; a
 point deleted from the store is the only one recomputed; a fresh run in another folder
 (here on two local worker processes) gives the same numbers (all but the measured timings).
 """
@@ -20,10 +20,11 @@ from typing import Any
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-OPENB = ROOT.parent / "shared" / "traces" / "alibaba-gpu-2023-openb"
+TRACES = ROOT.parent / "shared" / "traces"
+OPENB = TRACES / "alibaba-gpu-2023-openb"
 CKPT_ARGS = ["--quick", "--days", "2", "--seeds", "1"]
 LLAMA_ARGS = ["--quick", "--seeds", "1"]
-TIMING_KEYS = {"runtime_s", "sim_seconds_per_run", "sim_seconds"}
+TIMING_KEYS = {"runtime_s", "sim_seconds_per_run", "sim_seconds", "wall_seconds", "search_wall_s"}
 
 
 def _module(name: str, monkeypatch: pytest.MonkeyPatch) -> ModuleType:
@@ -65,6 +66,15 @@ def _runs(out: Path) -> dict[str, bytes]:
             marks=pytest.mark.skipif(
                 not OPENB.exists(), reason="needs ../shared/traces/alibaba-gpu-2023-openb"
             ),
+        ),
+        pytest.param(
+            "pooling_savings",
+            ["--quick"],
+            5,  # 5 policies (dedicated + 4 pooled), no traffic sweep in --quick
+            marks=[
+                pytest.mark.slow,
+                pytest.mark.skipif(not TRACES.exists(), reason="needs ../shared/traces"),
+            ],
         ),
     ],
 )
