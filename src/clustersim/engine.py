@@ -63,6 +63,25 @@ class Outage:
     kind: str = "failure"
 
 
+@dataclass(frozen=True, slots=True)
+class Reclaim:
+    """From ``time`` on, another tenant (e.g. a serving pool) holds ``nodes`` whole nodes.
+
+    A step function: each ``Reclaim`` sets the number of nodes held, it does not add.
+    Growing the holding takes nodes that are not down and not already held, fewest
+    allocated devices first (idle nodes first), ties by lowest node index; every job
+    with a device on a taken node is preempted exactly as by a scheduler's ``Preempt``
+    (progress kept, ``checkpoint_s`` spent holding its devices, ``restore_s`` on
+    restart) and counted in ``preemptions``/``reclaimed``; a taken device leaves the
+    free pool as soon as it is idle. Shrinking returns the most recently taken nodes
+    first (LIFO). If fewer nodes are available than asked, all available ones are
+    taken and the shortfall is reported in the result's notes.
+    """
+
+    time: float
+    nodes: int
+
+
 SpeedModel = Callable[[Job, tuple[int, ...], Cluster], float]
 """Speed (0 < s <= 1) of ``job`` on ``devices``; work advances ``s`` seconds per second."""
 
@@ -81,7 +100,7 @@ class EngineResult:
     util_milli: np.ndarray  # allocated milli-devices from util_t[i] to util_t[i+1]
     queue_len: np.ndarray  # waiting jobs from util_t[i]
     running: np.ndarray  # running jobs from util_t[i]
-    down: np.ndarray  # devices down (failed, under repair) from util_t[i]
+    down: np.ndarray  # devices down (failed, under repair, reclaimed) from util_t[i]
     segments: list[tuple[str, float, float, tuple[int, ...]]]  # (job, start, end, devices)
     power_w: np.ndarray  # facility power draw (W) from util_t[i]; zeros without a model
     power_cap_w: float | None  # the cap the run enforced
@@ -94,6 +113,7 @@ class EngineResult:
     wall_s: float
     stopped_by: str  # "drained" | "horizon" | "stalled" | "error"
     notes: list[str] = field(default_factory=list)
+    reclaim_preemptions: int = 0  # jobs preempted because another tenant took their nodes
 
 
 class Engine:
@@ -117,6 +137,7 @@ class Engine:
         power_cap: Any = None,
         checkpoint_interval: float | None = None,
         recovery_s: float = 0.0,
+        reclaims: Sequence[Reclaim] = (),
     ) -> None:
         self.cluster = cluster
         self.state = ClusterState(cluster)
@@ -161,6 +182,14 @@ class Engine:
         self._up_at: dict[int, float] = {}
         self._outages_seen = 0
         self._bar: Any = None
+        for r in reclaims:
+            if not (r.nodes >= 0 and math.isfinite(r.time)):
+                raise ClusterSimError(f"reclaim at t={r.time} asks for {r.nodes} nodes (need >= 0)")
+        self.reclaims = sorted(reclaims, key=lambda r: r.time)
+        self._held: list[int] = []  # reclaimed nodes, in the order they were taken
+        self._held_set: set[int] = set()
+        self._reclaim_short = 0  # largest shortfall seen (nodes)
+        self.reclaim_preemptions = 0
 
     # ------------------------------------------------------------------ view support
     @property
@@ -393,6 +422,8 @@ class Engine:
         self.state.release(rec.devices, rec.job.gpu_milli)
         if self.power_cap is not None:
             self.power_cap.release(rec.devices, rec.job.gpu_milli)
+        if self._held_set:
+            self._hand_over(rec.devices)
 
     def _checkpoint_done(self, ev: Any) -> None:
         self._events += 1
@@ -565,10 +596,70 @@ class Engine:
         for n in ev.value:
             if self._up_at.get(n, 0.0) <= now + 1e-9:
                 self._up_at.pop(n, None)
-                back.extend(self.cluster.node_devices(n))
+                if n not in self._held_set:
+                    back.extend(self.cluster.node_devices(n))
         if back:
             self.state.set_up(back)
             self._pass_pending = True
+        self._after_event()
+
+    # ------------------------------------------------------------------ reclaims
+    def _hand_over(self, devices: Sequence[int]) -> None:
+        """Take the now idle ``devices`` of reclaimed nodes out of the free pool."""
+        node_of, used, held = self.state.node_of, self.state.used, self._held_set
+        idle = [d for d in devices if node_of[d] in held and not used[d]]
+        if idle:
+            self.state.set_down(idle)
+
+    def _on_reclaim(self, ev: Any) -> None:
+        self._events += 1
+        want: int = ev.value.nodes
+        now = self.now
+        c = self.cluster
+        if want > len(self._held):
+            node_free, down = self.state.node_free, self.state.down
+            cand = [
+                n
+                for n in range(c.num_nodes)
+                if n not in self._held_set and self._up_at.get(n, -1.0) <= now
+            ]
+            # allocated devices = size - fully free - down (idle nodes first), then node index
+            cand.sort(
+                key=lambda n: (
+                    int(c.node_size[n])
+                    - node_free[n]
+                    - sum(1 for d in c.node_devices(n) if d in down),
+                    n,
+                )
+            )
+            take = cand[: want - len(self._held)]
+            self._reclaim_short = max(self._reclaim_short, want - len(self._held) - len(take))
+            self._held.extend(take)
+            self._held_set.update(take)
+            nodes = set(take)
+            node_of = c.node_of
+            hit = [
+                rec
+                for rec in self.running.values()
+                if any(int(node_of[d]) in nodes for d in rec.devices)
+            ]
+            for rec in sorted(hit, key=lambda r: r.order):
+                self.reclaim_preemptions += 1
+                rec.reclaimed += 1
+                self._preempt(rec.id)
+            devs = [d for n in take for d in c.node_devices(n)]
+            self._hand_over(devs)
+        elif want < len(self._held):
+            give = self._held[want:][::-1]
+            del self._held[want:]
+            back: list[int] = []
+            for n in give:
+                self._held_set.discard(n)
+                if self._up_at.get(n, -1.0) <= now:  # not also down for repair
+                    back.extend(d for d in c.node_devices(n) if d in self.state.down)
+            if back:
+                self.state.set_up(back)
+        self._pass_pending = True
         self._after_event()
 
     # ------------------------------------------------------------------ run
@@ -584,6 +675,8 @@ class Engine:
         for outage in self.outages:
             if outage.time >= start_time:
                 self.env.timeout(outage.time - start_time, outage).callbacks.append(self._on_outage)
+        for rc in self.reclaims:
+            self.env.timeout(max(rc.time - start_time, 0.0), rc).callbacks.append(self._on_reclaim)
         if self.progress:
             from tqdm import tqdm
 
@@ -635,6 +728,11 @@ class Engine:
                 f"(no arrival, completion or wake-up left), e.g. {sample}: scheduler "
                 f"'{self.policy}' with this placement never placed them"
             )
+        if self._reclaim_short:
+            notes.append(
+                f"reclaims asked for up to {self._reclaim_short} node(s) more than were up and "
+                "free of other reclaims; the tenant got fewer nodes than asked"
+            )
         util_t, util_milli, queue_len, running, down, power = self._series_arrays()
         return EngineResult(
             records=list(self.records.values()),
@@ -655,6 +753,7 @@ class Engine:
             wall_s=time.perf_counter() - wall0,
             stopped_by=stopped,
             notes=notes,
+            reclaim_preemptions=self.reclaim_preemptions,
         )
 
     def mark_skipped(self, job_ids: Sequence[str]) -> None:

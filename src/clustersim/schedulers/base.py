@@ -101,6 +101,7 @@ class JobRecord:
         "preemptions",
         "queue_level",
         "queue_order",
+        "reclaimed",
         "remaining",
         "run_start",
         "run_time",
@@ -127,6 +128,7 @@ class JobRecord:
         self.overhead_until = 0.0  # restore overhead ends at this time
         self.speed = 1.0
         self.preemptions = 0
+        self.reclaimed = 0  # of those preemptions, by another tenant reclaiming nodes
         self.failures = 0  # interruptions by outages
         self.lost_work = 0.0  # work (s at full speed) redone because of failures
         self.saved = 0.0  # work safely checkpointed (s at full speed)
