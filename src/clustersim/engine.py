@@ -31,6 +31,7 @@ import numpy as np
 import simpy
 
 from clustersim.errors import ClusterSimError, SchedulerError, SimulationError
+from clustersim.gcpause import paused_gc
 from clustersim.schedulers.base import (
     ClusterView,
     JobRecord,
@@ -153,10 +154,16 @@ class Engine:
         self.progress = progress
         ordered = sorted(jobs, key=lambda j: (j.submit_time, j.seq))
         self.records: dict[str, JobRecord] = {}
-        for i, j in enumerate(ordered):
-            if j.id in self.records:
-                raise ClusterSimError(f"duplicate job id '{j.id}' in the workload")
-            self.records[j.id] = JobRecord(j, i)
+        with paused_gc():
+            records = self.records
+            for i, j in enumerate(ordered):
+                records[j.id] = JobRecord(j, i)
+        if len(records) != len(ordered):
+            seen: set[str] = set()
+            for j in ordered:
+                if j.id in seen:
+                    raise ClusterSimError(f"duplicate job id '{j.id}' in the workload")
+                seen.add(j.id)
         self._arrivals: list[JobRecord] = list(self.records.values())
         self.queue: dict[str, JobRecord] = {}
         self._queue_sorted = True
@@ -690,12 +697,13 @@ class Engine:
         self._record()
         stopped = "drained"
         try:
-            if self.horizon is not None:
-                self.env.run(until=start_time + self.horizon)
-                if self._done + self._skipped < len(self.records):
-                    stopped = "horizon"
-            else:
-                self.env.run()
+            with paused_gc():
+                if self.horizon is not None:
+                    self.env.run(until=start_time + self.horizon)
+                    if self._done + self._skipped < len(self.records):
+                        stopped = "horizon"
+                else:
+                    self.env.run()
         except ClusterSimError as exc:
             exc.partial = self._result(wall0, start_time, "error")  # type: ignore[attr-defined]
             raise

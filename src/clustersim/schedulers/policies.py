@@ -63,6 +63,7 @@ class ShapeQueues:
     def __init__(self) -> None:
         self.shapes: dict[tuple[int, int, str | None], _Shape] = {}
         self.size = 0
+        self.shared = 0  # waiting jobs that take a fractional device
 
     def push(self, rec: JobRecord, key: Any) -> None:
         """Add a waiting job with priority ``key`` (smaller first; ties by FIFO order)."""
@@ -73,6 +74,8 @@ class ShapeQueues:
             shape = self.shapes[skey] = _Shape(skey)
         heapq.heappush(shape.heap, (key, rec.order, rec))
         self.size += 1
+        if not shape.need:
+            self.shared += 1
 
     def best(self, free: int, skip: set[tuple[int, int, str | None]]) -> _Shape | None:
         """The shape whose head has the smallest key among shapes that may fit ``free``."""
@@ -89,11 +92,13 @@ class ShapeQueues:
 
     def has_shared(self) -> bool:
         """True when some waiting job takes a fractional device (it may fit with 0 free)."""
-        return any(s.need == 0 and s.heap for s in self.shapes.values())
+        return self.shared > 0
 
     def pop(self, shape: _Shape) -> JobRecord:
         """Remove and return the head of ``shape``."""
         self.size -= 1
+        if not shape.need:
+            self.shared -= 1
         return heapq.heappop(shape.heap)[2]
 
     def head_key(self, shape: _Shape) -> tuple[Any, int]:
@@ -105,18 +110,33 @@ class ShapeQueues:
 def _greedy_starts(
     view: ClusterView, queues: ShapeQueues, free: int | None = None
 ) -> Iterator[Action]:
-    """Start waiting jobs in key order, skipping shapes that do not fit (see module doc)."""
+    """Start waiting jobs in key order, skipping shapes that do not fit (see module doc).
+
+    Equivalent to repeatedly taking ``queues.best`` (inlined: this is the hot path).
+    """
     blocked: set[tuple[int, int, str | None]] = set()
+    shapes = queues.shapes.values()
+    place = view.place
+    state = view.state
     while queues.size:
-        shape = queues.best(view.free_count if free is None else free, blocked)
-        if shape is None:
+        left = state.free_total if free is None else free
+        best: _Shape | None = None
+        best_key: tuple[Any, int] | None = None
+        for shape in shapes:
+            h = shape.heap
+            if not h or shape.need > left or (blocked and shape.key in blocked):
+                continue
+            head = h[0]
+            if best_key is None or (head[0], head[1]) < best_key:
+                best, best_key = shape, (head[0], head[1])
+        if best is None:
             return
-        rec = shape.heap[0][2]
-        devices = view.place(rec)
+        rec = best.heap[0][2]
+        devices = place(rec)
         if devices is None:
-            blocked.add(shape.key)
+            blocked.add(best.key)
             continue
-        queues.pop(shape)
+        queues.pop(best)
         yield Start(rec.id, devices)
 
 
