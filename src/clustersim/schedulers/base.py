@@ -78,6 +78,11 @@ class JobState(Enum):
     SKIPPED = "skipped"  # rejected up front (e.g. wider than the cluster)
 
 
+_PENDING = JobState.PENDING  # aliases: enum member lookups are slow on the hot path
+_RUNNING = JobState.RUNNING
+_NAN = float("nan")
+
+
 class JobRecord:
     """A job's run-time state, owned by the engine; policies must treat it as read-only.
 
@@ -116,14 +121,14 @@ class JobRecord:
         self.id = job.id
         self.num_gpus = job.num_gpus
         self.order = order  # FIFO position: (submit_time, trace seq) rank
-        self.state = JobState.PENDING
+        self.state = _PENDING
         self.remaining = job.duration
         self.attained = 0.0  # seconds spent running (wall, incl. restore overhead)
         self.run_time = 0.0  # total seconds holding devices
         self.devices: tuple[int, ...] = ()
-        self.first_start = float("nan")
-        self.end = float("nan")
-        self.run_start = float("nan")
+        self.first_start = _NAN
+        self.end = _NAN
+        self.run_start = _NAN
         self.updated = 0.0
         self.overhead_until = 0.0  # restore overhead ends at this time
         self.speed = 1.0
@@ -149,14 +154,14 @@ class JobRecord:
 
     def remaining_at(self, now: float) -> float:
         """Work left at ``now`` (s at full speed)."""
-        if self.state is not JobState.RUNNING:
+        if self.state is not _RUNNING:
             return self.remaining
         progress_from = max(self.updated, self.overhead_until)
         return max(0.0, self.remaining - max(0.0, now - progress_from) * self.speed)
 
     def attained_at(self, now: float) -> float:
         """Seconds this job has executed by ``now`` (LAS' attained service)."""
-        if self.state is not JobState.RUNNING:
+        if self.state is not _RUNNING:
             return self.attained
         return self.attained + (now - self.updated)
 
