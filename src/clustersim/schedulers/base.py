@@ -156,8 +156,13 @@ class JobRecord:
         """Work left at ``now`` (s at full speed)."""
         if self.state is not _RUNNING:
             return self.remaining
-        progress_from = max(self.updated, self.overhead_until)
-        return max(0.0, self.remaining - max(0.0, now - progress_from) * self.speed)
+        # = max(0, remaining - max(0, now - max(updated, overhead_until)) * speed), unrolled:
+        # policies call this for every running job at every pass
+        start = self.updated if self.updated >= self.overhead_until else self.overhead_until
+        if now <= start:
+            return self.remaining
+        left = self.remaining - (now - start) * self.speed
+        return left if left > 0.0 else 0.0
 
     def attained_at(self, now: float) -> float:
         """Seconds this job has executed by ``now`` (LAS' attained service)."""

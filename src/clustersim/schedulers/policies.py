@@ -230,29 +230,36 @@ class ShortestRemainingTimeFirst(Scheduler):
         self.q.push(job, job.remaining)
 
     def schedule(self, view: ClusterView) -> Iterator[Action]:
-        if not self.q.size:
+        q = self.q
+        if not q.size:
             return
         now = view.now
-        running = sorted(
-            ((r.remaining_at(now), r.order, r) for r in view.running), key=lambda t: t[:2]
-        )
-        left = view.free_count + sum(r.num_gpus for _, _, r in running if not r.job.is_shared)
+        left = view.free_count
+        for r in view.running:
+            left += _need(r)
+        none: set[tuple[int, int, str | None]] = set()
+        # The best waiting shape only changes when a head is popped or when ``left`` drops
+        # below its need (the eligible set only shrinks as ``left`` falls), so it is cached.
+        shape = q.best(left, none)
+        if shape is None:  # nothing waiting fits even with every device: no change
+            return
+        running = sorted([(r.remaining_at(now), r.order, r) for r in view.running])
         chosen: list[JobRecord] = []
         preempt: list[JobRecord] = []
+        nrun = len(running)
         i = 0
-        while True:
-            shape = self.q.best(left, set())
-            run_key = running[i][:2] if i < len(running) else None
-            if shape is None and run_key is None:
-                break
-            if shape is not None and (run_key is None or self.q.head_key(shape) < run_key):
-                rec = self.q.pop(shape)
-                chosen.append(rec)
+        while shape is not None or i < nrun:
+            if shape is not None and shape.need > left:
+                shape = q.best(left, none)
+                continue
+            if shape is not None and (i >= nrun or q.head_key(shape) < running[i][:2]):
+                chosen.append(q.pop(shape))
                 left -= shape.need
+                shape = q.best(left, none)
                 continue
             rec = running[i][2]
             i += 1
-            need = 0 if rec.job.is_shared else rec.num_gpus
+            need = _need(rec)
             if need <= left:
                 left -= need
             else:
@@ -262,7 +269,7 @@ class ShortestRemainingTimeFirst(Scheduler):
         for rec in chosen:
             devices = view.place(rec)
             if devices is None:
-                self.q.push(rec, rec.remaining)
+                q.push(rec, rec.remaining)
                 continue
             yield Start(rec.id, devices)
 
