@@ -5,14 +5,20 @@ Workload: every client window of ServeGen ``--class`` (Alibaba Bailian, default
 LLM 2023 conversation token lengths, one market model of ``--model`` architecture.
 Serving: ``dedicated`` with analytic peak sizing, round-robin dispatch, engines
 replayed in ``--processes`` worker processes (the serving fast path). Prints the
-generation time, the simulation time and requests simulated per second.
+time of every phase (loading the traces, arrival generation, length sampling, sizing,
+simulation), the total wall time, requests simulated per second, the machine's core
+count and the CPU seconds of this process and its worker processes (``getrusage``), so
+the figures mean something on a shared machine. Every request of the window is
+simulated (no sampling).
 
-Run: ``python benchmarks/bench_serving.py [--hours 24] [--processes 2]``.
+Run: ``python benchmarks/bench_serving.py [--class m-large] [--hours 24] [--processes 2]``.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
+import resource
 import time
 from pathlib import Path
 
@@ -61,11 +67,14 @@ def main() -> None:
     a = ap.parse_args()
     if not TRACES.exists():
         raise SystemExit(f"traces not found at {TRACES}")
-    t0 = time.perf_counter()
+    wall0 = time.perf_counter()
+    cpu0 = _cpu()
     rng = np.random.default_rng(a.seed)
     clients = load_servegen_clients(TRACES / "alibaba-servegen-2025" / "data" / "language" / a.cls)
-    t, _ = servegen_arrivals(clients, rng, start=0.0, end=a.hours * 3600.0, rate_scale=a.rate_scale)
     az = load_azure_llm(TRACES / "azure-llm-2023" / "AzureLLMInferenceTrace_conv.csv")
+    t_load = time.perf_counter()
+    t, _ = servegen_arrivals(clients, rng, start=0.0, end=a.hours * 3600.0, rate_scale=a.rate_scale)
+    t_arr = time.perf_counter()
     inp, out = az.sample(len(t), rng)
     mk = Market(
         (MarketModel(a.cls, get_model(a.model)),),
@@ -73,22 +82,47 @@ def main() -> None:
         a.hours * 3600.0,
         f"ServeGen {a.cls}",
     )
-    t_gen = time.perf_counter() - t0
+    t_len = time.perf_counter()
     dev = get_device(a.device)
     tp = [a.tp]
     n = [max(1, _sized(mk, dev, a.tp))]
-    t1 = time.perf_counter()
+    t_size = time.perf_counter()
+    cpu_gen = _cpu() - cpu0
     res = simulate(mk, "dedicated", device=dev, instances=n, tp=tp, processes=a.processes)
-    t_sim = time.perf_counter() - t1
+    t_sim = time.perf_counter()
     c = res.conservation()
+    att = attainment(res)
+    t_end = time.perf_counter()
+    cpu_all = _cpu() - cpu0
+    wall = t_end - wall0
+    gen = t_size - wall0
+    sim = t_sim - t_size
+    nreq = len(t)
     print(
-        f"workload: ServeGen {a.cls}, {a.hours:g} h, {len(t):,} requests "
-        f"(mean {len(t) / (a.hours * 3600):.1f} req/s), {a.model} TP{tp[0]} on {dev.name}"
+        f"workload: ServeGen {a.cls}, {a.hours:g} h, {nreq:,} requests "
+        f"(mean {nreq / (a.hours * 3600):.1f} req/s), {a.model} TP{tp[0]} on {dev.name}"
     )
     print(f"engines: {n[0]} ({n[0] * tp[0]} devices), processes: {a.processes}")
-    print(f"generate: {t_gen:.1f} s   simulate: {t_sim:.1f} s   total: {t_gen + t_sim:.1f} s")
-    print(f"requests/s simulated: {len(t) / t_sim:,.0f}")
-    print(f"served {c['served']:,}  SLO attainment {attainment(res):.4f}")
+    print(
+        f"phases (wall s): load traces {t_load - wall0:.1f}, arrivals {t_arr - t_load:.1f}, "
+        f"lengths {t_len - t_arr:.1f}, sizing {t_size - t_len:.1f}, simulate {sim:.1f}, "
+        f"metrics {t_end - t_sim:.1f}"
+    )
+    print(f"generate: {gen:.1f} s   simulate: {sim:.1f} s   total: {wall:.1f} s")
+    print(f"requests/s simulated: {nreq / sim:,.0f} (simulation), {nreq / wall:,.0f} (end to end)")
+    print(
+        f"cores: {os.cpu_count()}   CPU s (this process + workers): generate {cpu_gen:.1f}, "
+        f"total {cpu_all:.1f} = {cpu_all / max(nreq, 1) * 1e6:.2f} us per request; "
+        f"load average {os.getloadavg()[0]:.1f}"
+    )
+    print(f"served {c['served']:,}  SLO attainment {att:.4f}")
+
+
+def _cpu() -> float:
+    """CPU seconds (user + system) of this process and its finished child processes."""
+    me = resource.getrusage(resource.RUSAGE_SELF)
+    ch = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return me.ru_utime + me.ru_stime + ch.ru_utime + ch.ru_stime
 
 
 if __name__ == "__main__":
