@@ -572,7 +572,7 @@ class Dedicated(ServingPolicy):
                 self.sim.drop(rid, "no_capacity")
                 continue
             k = self._rr[m] % len(insts)
-            self._rr[m] = k + 1
+            self._rr[m] = (k + 1) % len(insts)
             insts[k].enqueue(self.sim.now, rid, m, prompt, rem, t_first, gen)
 
     def stats(self) -> dict[str, Any]:
