@@ -37,13 +37,13 @@ from typing import Any
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT / "src") not in sys.path:
-    sys.path.insert(0, str(ROOT / "src"))
+for _p in (ROOT / "src", ROOT):
+    if str(_p) not in sys.path:
+        sys.path.append(str(_p))
 
 from clustersim.metrics import jct_cdf  # noqa: E402
 from clustersim.mixed import (  # noqa: E402
     POLICIES,
-    MixedResult,
     ServingSide,
     TrainingSide,
     check_conservation,
@@ -53,6 +53,7 @@ from clustersim.mixed import (  # noqa: E402
 )
 from clustersim.serving.workload import calibrated_market  # noqa: E402
 from clustersim.workload.loaders import load_csv  # noqa: E402
+from experiments._points import PointResult, add_sweep_args, run_points  # noqa: E402
 
 SAMPLE = ROOT / "src" / "clustersim" / "data" / "traces" / "philly-sample.csv"
 TRACES = ROOT.parent / "shared" / "traces"
@@ -88,18 +89,10 @@ def serving_rate_for(
     return hi, mean_devices(hi)
 
 
-def run(
-    out: Path,
-    quick: bool,
-    seed: int,
-    day: float,
-    hours: float,
-    n_models: int,
-    share: float,
-    headroom: float,
-) -> dict[str, Any]:
-    """Build both sides, run the three policies, write summary.json and figures."""
-    t0 = time.perf_counter()
+def _setup(
+    seed: int, day: float, hours: float, n_models: int, share: float, headroom: float
+) -> tuple[int, TrainingSide, ServingSide, Any, dict[str, Any]]:
+    """Both sides and the cluster size (rules in the module doc); deterministic in ``seed``."""
     device, gpn = "H20", 8
     H = hours * 3600.0
     all_jobs, _ = load_csv(SAMPLE)
@@ -121,23 +114,7 @@ def run(
     s_dem = float(plan.devices.mean())
     p_static = -(-plan.static_devices // gpn)
     nodes = p_static + math.ceil(t_dem / gpn)
-    setup_s = time.perf_counter() - t0
-    results: dict[str, MixedResult] = {}
-    walls: dict[str, float] = {}
-    for pol in POLICIES:
-        t1 = time.perf_counter()
-        r = simulate_mixed(nodes, gpn, device, train, side, pol, seed=seed, plan=plan)
-        check_conservation(r)
-        walls[pol] = time.perf_counter() - t1
-        results[pol] = r
-        print(
-            f"{pol}: attainment {r.summary['serving']['slo_attainment']:.4f}, "
-            f"jobs done {r.summary['training']['jobs_completed']}, {walls[pol]:.1f} s",
-            flush=True,
-        )
-    summary: dict[str, Any] = {
-        "quick": quick,
-        "seed": seed,
+    info: dict[str, Any] = {
         "cluster": {"nodes": nodes, "gpus_per_node": gpn, "device": device, "devices": nodes * gpn},
         "horizon_s": H,
         "training_trace": {
@@ -158,12 +135,70 @@ def run(
         },
         "inference_share_of_new_demand": s_dem / (s_dem + t_dem),
         "inference_share_target": share,
-        "policies": {p: results[p].summary for p in POLICIES},
-        "wall_s": {"setup": setup_s, **walls},
+    }
+    return nodes, train, side, plan, info
+
+
+def run_point(params: dict[str, Any]) -> dict[str, Any]:
+    """One sweep point: one mixed-cluster ``policy`` on the market and trace of ``seed``.
+
+    Returns both sides' metrics (``summary``), the set-up (``setup``), the measured times,
+    and as tables the cluster timeline and the training JCT CDF the figures need.
+    """
+    t0 = time.perf_counter()
+    seed = int(params["seed"])
+    nodes, train, side, plan, info = _setup(
+        seed,
+        float(params["day"]),
+        float(params["hours"]),
+        int(params["models"]),
+        float(params["inference_share"]),
+        float(params["headroom"]),
+    )
+    setup_s = time.perf_counter() - t0
+    pol = str(params["policy"])
+    t1 = time.perf_counter()
+    r = simulate_mixed(nodes, 8, "H20", train, side, pol, seed=seed, plan=plan)
+    check_conservation(r)
+    wall = time.perf_counter() - t1
+    print(
+        f"{pol}: attainment {r.summary['serving']['slo_attainment']:.4f}, "
+        f"jobs done {r.summary['training']['jobs_completed']}, {wall:.1f} s",
+        flush=True,
+    )
+    tl = r.timeline()
+    x, y = jct_cdf(r.training_jobs)
+    summary = json.loads(json.dumps(r.summary, default=_json))
+    return {
+        "summary": summary,
+        "setup": json.loads(json.dumps(info, default=_json)),
+        "devices": int(r.devices),
+        "horizon_s": float(r.horizon),
+        "setup_s": setup_s,
+        "wall_s": wall,
+        "tables": {
+            "timeline": {k: [float(v) for v in tl[k]] for k in tl},
+            "jct_cdf": {"jct_s": [float(v) for v in x], "fraction": [float(v) for v in y]},
+        },
+    }
+
+
+def aggregate(out: Path, quick: bool, seed: int, pts: list[PointResult]) -> dict[str, Any]:
+    """summary.json and the figures, from the stored points only."""
+    first = pts[0].summary
+    summary: dict[str, Any] = {
+        "quick": quick,
+        "seed": seed,
+        **first["setup"],
+        "policies": {str(p.params["policy"]): p.summary["summary"] for p in pts},
+        "wall_s": {
+            "setup": first["setup_s"],
+            **{str(p.params["policy"]): p.summary["wall_s"] for p in pts},
+        },
     }
     out.mkdir(parents=True, exist_ok=True)
     (out / "summary.json").write_text(json.dumps(summary, indent=2, default=_json) + "\n")
-    _plots(out, results)
+    _plots(out, pts)
     return summary
 
 
@@ -173,16 +208,18 @@ def _json(v: Any) -> Any:
     return str(v)
 
 
-def _plots(out: Path, results: dict[str, MixedResult]) -> None:
+def _plots(out: Path, pts: list[PointResult]) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(len(results), 1, figsize=(9, 2.6 * len(results)), sharex=True)
-    for ax, (pol, r) in zip(np.atleast_1d(axes), results.items(), strict=True):
-        tl = r.timeline()
-        t = np.append(tl["time"], r.horizon) / 3600.0
+    fig, axes = plt.subplots(len(pts), 1, figsize=(9, 2.6 * len(pts)), sharex=True)
+    for ax, pt in zip(np.atleast_1d(axes), pts, strict=True):
+        pol = str(pt.params["policy"])
+        devices = int(pt.summary["devices"])
+        tl = {k: np.asarray(v) for k, v in pt.table("timeline").items()}
+        t = np.append(tl["time"], pt.summary["horizon_s"]) / 3600.0
         ys = [tl["training"], tl["serving"], tl["idle"]]
         ys = [np.append(y, y[-1]) for y in ys]
         ax.stackplot(
@@ -195,13 +232,13 @@ def _plots(out: Path, results: dict[str, MixedResult]) -> None:
         held = np.append(tl["serving_held"], tl["serving_held"][-1])
         ax.step(
             t,
-            r.devices - held,
+            devices - held,
             where="post",
             color=OKABE_ITO["held"],
             lw=1.0,
             label="training limit (cluster − serving held)",
         )
-        ax.set_ylim(0, r.devices)
+        ax.set_ylim(0, devices)
         ax.set_ylabel("devices")
         ax.set_title(f"{pol}: devices over time")
     axes[0].legend(loc="upper right", fontsize=7, ncol=4)
@@ -211,8 +248,10 @@ def _plots(out: Path, results: dict[str, MixedResult]) -> None:
     plt.close(fig)
 
     fig, ax = plt.subplots(figsize=(6, 4))
-    for pol, r in results.items():
-        x, y = jct_cdf(r.training_jobs)
+    for pt in pts:
+        pol = str(pt.params["policy"])
+        cdf = pt.table("jct_cdf")
+        x, y = np.asarray(cdf["jct_s"]), np.asarray(cdf["fraction"])
         ax.step(x / 3600.0, y, where="post", label=pol, color=POLICY_COLOURS[pol])
     ax.set_xscale("log")
     ax.set_xlabel("job completion time (h, log)")
@@ -224,9 +263,9 @@ def _plots(out: Path, results: dict[str, MixedResult]) -> None:
     plt.close(fig)
 
     fig, (a1, a2) = plt.subplots(1, 2, figsize=(9, 3.6))
-    names = list(results)
-    att = [100 * results[p].summary["serving"]["slo_attainment"] for p in names]
-    ttft = [results[p].summary["serving"]["ttft_p99_s"] for p in names]
+    names = [str(pt.params["policy"]) for pt in pts]
+    att = [100 * pt.summary["summary"]["serving"]["slo_attainment"] for pt in pts]
+    ttft = [pt.summary["summary"]["serving"]["ttft_p99_s"] for pt in pts]
     cols = [POLICY_COLOURS[p] for p in names]
     a1.bar(names, att, color=cols)
     a1.set_ylabel("SLO attainment (%)")
@@ -256,6 +295,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--models", type=int, default=None, help="market models (default 12)")
     ap.add_argument("--inference-share", type=float, default=0.65)
     ap.add_argument("--headroom", type=float, default=0.25)
+    add_sweep_args(ap, workers=1)
     a = ap.parse_args(argv)
     if not TRACES.exists():
         print(f"needs the public traces in {TRACES}", file=sys.stderr)
@@ -263,7 +303,26 @@ def main(argv: list[str] | None = None) -> int:
     hours = a.hours if a.hours is not None else (1.5 if a.quick else 24.0)
     models = a.models if a.models is not None else (6 if a.quick else 12)
     day = a.day if a.day is not None else (24.0 + 15.25 / 24.0 if a.quick else 24.0)
-    run(a.out, a.quick, a.seed, day, hours, models, a.inference_share, a.headroom)
+    a.out.mkdir(parents=True, exist_ok=True)
+    run = run_points(
+        a.out,
+        script="mixed_cluster",
+        name="mixed-cluster",
+        base={
+            "day": day,
+            "hours": hours,
+            "models": models,
+            "inference_share": a.inference_share,
+            "headroom": a.headroom,
+        },
+        grid={"policy": list(POLICIES)},
+        seeds=[a.seed],
+        executor=a.executor,
+        workers=a.workers,
+        force=a.force,
+    )
+    aggregate(a.out, a.quick, a.seed, run.results)
+    print(run.line())
     print(f"wrote {a.out / 'summary.json'} and PNGs in {a.out}")
     return 0
 
