@@ -176,6 +176,7 @@ class Engine:
         self._arrivals: list[JobRecord] = list(self.records.values())
         self.queue: dict[str, JobRecord] = {}
         self._queue_sorted = True
+        self._queue_holes = 0  # deletions since the queue dict was last rebuilt
         self.running: dict[str, JobRecord] = {}
         self.view = ClusterView(self)
         self.env = simpy.Environment(initial_time=ordered[0].submit_time if ordered else 0.0)
@@ -218,6 +219,7 @@ class Engine:
         if not self._queue_sorted:
             self.queue = dict(sorted(self.queue.items(), key=lambda kv: kv[1].order))
             self._queue_sorted = True
+            self._queue_holes = 0
         queued = _QUEUED
         return (r for r in self.queue.values() if r.state is queued)
 
@@ -286,9 +288,19 @@ class Engine:
             ) from exc
         finally:
             self._in_pass = False
-        for jid in self._deferred_out:
-            del self.queue[jid]
-        self._deferred_out.clear()
+        out = self._deferred_out
+        if out:
+            queue = self.queue
+            for jid in out:
+                del queue[jid]
+            self._queue_holes += len(out)
+            out.clear()
+            if self._queue_holes > 64 + len(queue):
+                # a dict keeps deleted slots until it grows again, and iterating it walks
+                # them: FIFO deletes at the front, so without this ``view.queue`` would cost
+                # O(jobs started so far) per pass. Compacting is amortised O(1) per start.
+                self.queue = dict(queue)
+                self._queue_holes = 0
         if self._deferred_in:
             back, self._deferred_in = self._deferred_in, []
             for rec in back:
@@ -377,6 +389,7 @@ class Engine:
             self._deferred_out.append(rec.id)
         else:
             del self.queue[rec.id]
+            self._queue_holes += 1
         rec.state = _RUNNING
         rec.devices = devices
         rec.epoch += 1
