@@ -94,14 +94,15 @@ class NodeIndex:
         i = self.size + pos
         tree = self.tree
         tree[i] = value
-        i >>= 1
-        while i:
-            a, b = tree[2 * i], tree[2 * i + 1]
-            m = a if a >= b else b
-            if tree[i] == m:
-                break
-            tree[i] = m
+        v = value  # climb carrying the subtree max; stop where an ancestor is unchanged
+        while i > 1:
+            s = tree[i ^ 1]
+            if s > v:
+                v = s
             i >>= 1
+            if tree[i] == v:
+                break
+            tree[i] = v
         if self.buckets:
             heapq.heappush(self.buckets[value], pos)
 

@@ -170,7 +170,7 @@ class FifoBackfill(Scheduler):
         self.q = ShapeQueues()
 
     def on_submit(self, job: JobRecord, view: ClusterView) -> None:
-        self.q.push(job, 0)
+        self.q.push(job, job.order)  # FIFO order (== the tie-break; one comparison per level)
 
     on_requeue = on_submit
 
