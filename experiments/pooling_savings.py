@@ -1,11 +1,21 @@
 """Pooling savings: GPUs each serving policy needs for the same market load at equal SLO.
 
-The market is the one of ``model_market_waste.py`` (86 models, GenAI long-tail
-popularity, ServeGen m-large traffic, daily peak window, Azure conversation lengths,
-H20 devices). For every policy the pool size is searched (bisection) for the smallest
-number of devices that serves the window with at least ``--target`` SLO attainment
-(Aegaeon's SLO: TTFT 10 s, TBT 100 ms, token deadlines from arrival). ``dedicated``
-is sized per model by the same load test (models are independent there).
+Two markets (``--market``), both 86 models with GenAI long-tail popularity, ServeGen
+m-large traffic (195.8 req/s daily mean), Azure conversation lengths, H20 devices and
+Aegaeon's SLO (TTFT 10 s, TBT 100 ms, token deadlines from arrival):
+
+* ``temporal`` (default, :mod:`clustersim.serving.temporal`): every model's traffic over
+  a day is the sum of real ServeGen client days, so models peak at different times.
+  ``dedicated`` is sized per model by a load test of the model's **own busiest
+  10-minute window of the day** (>= 99 % attainment, >= 1 engine); a pooled policy gets
+  one fixed pool for the day that must reach ``--target`` on each of the ``--k-windows``
+  busiest aggregate 10-minute windows by estimated work (each replayed with the
+  ``--warmup`` seconds before it, which are not scored). Search: bisection on the
+  busiest window down to a relative step of ``--tol``, then the other windows are
+  checked and the pool grows by that step until all pass.
+* ``shared`` (the earlier model): one shared daily profile for every model; the
+  5 minutes around the aggregate daily peak are replayed and ``dedicated`` is
+  load-tested on that same window.
 
 Outputs ``summary.json`` (policy -> gpus_needed, slo_attainment, cost_per_mtok, tail
 latency, utilisation; savings vs dedicated; a traffic sweep for dedicated vs the
@@ -50,6 +60,14 @@ from clustersim.serving import (  # noqa: E402
     gpus_needed,
     simulate,
     summary,
+)
+from clustersim.serving.temporal import (  # noqa: E402
+    TemporalMarket,
+    busiest_windows,
+    repair_dedicated,
+    scored_attainment,
+    temporal_market,
+    window_work,
 )
 from clustersim.serving.workload import (  # noqa: E402
     Calibration,
@@ -165,6 +183,242 @@ def _dedicated(
     return g, _row(res, g)
 
 
+# --------------------------------------------------------------------- temporal market
+_TMARKETS: dict[tuple[Any, ...], TemporalMarket] = {}
+_TSIZINGS: dict[tuple[Any, ...], tuple[list[int], list[int]]] = {}
+_TREPLAYS: dict[tuple[Any, ...], Market] = {}
+_TADDED: dict[tuple[Any, ...], tuple[int, int]] = {}
+
+
+def _tmarket(params: dict[str, Any]) -> TemporalMarket:
+    """The point's temporal market (cached per process)."""
+    traces = Path(str(params["traces"]))
+    f = float(params.get("rate_factor", 1.0))
+    key = (str(traces), int(params["n_models"]), int(params["seed"]), f)
+    if key not in _TMARKETS:
+        _TMARKETS[key] = temporal_market(
+            traces,
+            int(params["n_models"]),
+            np.random.default_rng(int(params["seed"])),
+            shape="genai",
+            total_rate=_base_rate(traces) * f,
+        )
+    return _TMARKETS[key]
+
+
+def _t_windows(tm: TemporalMarket, dev: Any, k: int) -> tuple[list[int], np.ndarray]:
+    """The ``k`` busiest aggregate windows (busiest first) and the per-window work."""
+    work = window_work(tm, dev)
+    return busiest_windows(work, k), work.sum(axis=0)
+
+
+def _t_sizing(params: dict[str, Any], dev: Any) -> tuple[TemporalMarket, list[int], list[int]]:
+    """Dedicated (instances, tp): each model load-tested on its own busiest window."""
+    tm = _tmarket(params)
+    key = (id(tm), dev.name, float(params["target"]))
+    if key not in _TSIZINGS:
+        n, tp = dedicated_sizing(
+            tm.peak_stack(),
+            dev,
+            SLO(),
+            method="simulate",
+            target=float(params["target"]),
+            window=tm.window,
+        )
+        # equal SLO: the sizing must also pass every evaluated window in aggregate
+        windows, _ = _t_windows(tm, dev, int(params["k_windows"]))
+        warmup = float(params["warmup"])
+        replays = [
+            (_t_replay(tm, w, warmup), w * tm.window - max(0.0, w * tm.window - warmup))
+            for w in windows
+        ]
+        n2, added = repair_dedicated(replays, dev, n, tp, float(params["target"]))
+        _TSIZINGS[key] = (list(n2), list(tp))
+        _TADDED[key] = (added, int(np.dot(n, tp)))
+    n, tp = _TSIZINGS[key]
+    return tm, n, tp
+
+
+def _t_replay(tm: TemporalMarket, w: int, warmup: float) -> Market:
+    """Window ``w`` with the ``warmup`` seconds before it (cached per process)."""
+    key = (id(tm), w, warmup)
+    if key not in _TREPLAYS:
+        start = max(0.0, w * tm.window - warmup)
+        _TREPLAYS[key] = tm.span(start, (w + 1) * tm.window)
+    return _TREPLAYS[key]
+
+
+def _t_run(
+    tm: TemporalMarket, w: int, warmup: float, dev: Any, policy: str, g: int, **kw: Any
+) -> tuple[float, Any]:
+    """Scored attainment and result of ``policy`` on window ``w`` (0.0 if it cannot run)."""
+    mk = _t_replay(tm, w, warmup)
+    t_from = w * tm.window - max(0.0, w * tm.window - warmup)
+    try:
+        res = simulate(mk, policy, device=dev, gpus=g if policy != "dedicated" else None, **kw)
+    except ConfigError:
+        return 0.0, None
+    return scored_attainment(res, t_from), res
+
+
+def _t_search(
+    tm: TemporalMarket,
+    dev: Any,
+    policy: str,
+    target: float,
+    windows: list[int],
+    warmup: float,
+    lo: int,
+    hi: int,
+    tol: float,
+) -> dict[str, Any]:
+    """Smallest fixed pool meeting ``target`` on every window (see module docstring).
+
+    Bisection on ``windows[0]`` until ``b - a <= tol * b`` (``b`` passes); then each
+    other window is checked at ``b`` and ``b`` grows by ``ceil(tol * b)`` until all pass
+    (or exceeds ``hi``: not reached).
+    """
+    tried: dict[str, dict[str, float]] = {}
+
+    def ok(g: int, w: int) -> tuple[bool, Any]:
+        a, res = _t_run(tm, w, warmup, dev, policy, g)
+        tried.setdefault(str(w), {})[str(g)] = a
+        return a >= target, res
+
+    passed, res_hi = ok(hi, windows[0])
+    if not passed:
+        return {
+            "gpus_needed": None,
+            "reached": False,
+            "searched": tried,
+            "note": f"target not reached with {hi} devices (the dedicated count) on the "
+            f"busiest window",
+        }
+    a, b, best = lo, hi, res_hi
+    while b - a > max(1.0, tol * b):
+        mid = (a + b) // 2
+        good, res = ok(mid, windows[0])
+        if good:
+            b, best = mid, res
+        else:
+            a = mid + 1
+    results = {windows[0]: best}
+    w_i = 1
+    while w_i < len(windows):
+        good, res = ok(b, windows[w_i])
+        if good:
+            results[windows[w_i]] = res
+            w_i += 1
+            continue
+        b += max(1, math.ceil(tol * b))
+        if b > hi:
+            return {
+                "gpus_needed": None,
+                "reached": False,
+                "searched": tried,
+                "note": f"window {windows[w_i]} not served within {hi} devices",
+            }
+        results = {}
+        w_i = 0  # re-check every window at the larger pool
+    out = _t_rows(results, windows, warmup, tm, b)
+    out["searched"] = tried
+    out["reached"] = True
+    return out
+
+
+def _t_rows(
+    results: dict[int, Any], windows: list[int], warmup: float, tm: TemporalMarket, g: int
+) -> dict[str, Any]:
+    """Row at pool ``g``: the busiest window's metrics plus per-window attainment."""
+    w0 = windows[0]
+    t_from = w0 * tm.window - max(0.0, w0 * tm.window - warmup)
+    out = _row(results[w0], g)
+    att = {}
+    for w in windows:
+        r = results[w]
+        tf = w * tm.window - max(0.0, w * tm.window - warmup)
+        att[str(w)] = scored_attainment(r, tf)
+    out["slo_attainment"] = min(att.values())
+    out["slo_attainment_strict"] = scored_attainment(results[w0], t_from, SLO(anchor="first_token"))
+    out["attainment_per_window"] = att
+    # a fixed pool pays for the whole day: provisioned dollars / expected day tokens
+    lengths = tm.lengths
+    mean_tok = (
+        float(lengths.input_tokens.mean() + lengths.output_tokens.mean()) if lengths else 1200.0
+    )
+    day_mtok = tm.total_rate * tm.n_windows * tm.window * mean_tok / 1e6
+    price = results[w0].device.price_per_hour
+    out["cost_per_mtok_window"] = out["cost_per_mtok"]
+    out["cost_per_mtok"] = g * price * tm.n_windows * tm.window / 3600.0 / day_mtok
+    return out
+
+
+def _t_point(params: dict[str, Any], dev: Any) -> dict[str, Any]:
+    """A ``policy`` point of the temporal market."""
+    p = str(params["policy"])
+    target = float(params["target"])
+    warmup = float(params["warmup"])
+    tm, n, tp = _t_sizing(params, dev)
+    windows, agg_work = _t_windows(tm, dev, int(params["k_windows"]))
+    g_ded = int(np.dot(n, tp))
+    if p == "dedicated":
+        results = {}
+        for w in windows:
+            _, res = _t_run(tm, w, warmup, dev, "dedicated", g_ded, instances=n, tp=tp)
+            results[w] = res
+        out = _t_rows(results, windows, warmup, tm, g_ded)
+        util_peak = out["pool_utilization"]
+        r = tm.rates
+        per_model_pm = r.max(axis=1) / r.mean(axis=1)
+        out["_market"] = {
+            "device": dev.name,
+            "requests": int(sum(len(_t_replay(tm, w, warmup).requests) for w in windows)),
+            "market": "temporal",
+            "windows": windows,
+            "window_start_s": [w * tm.window for w in windows],
+            "window_work_device_s_per_s": [float(agg_work[w]) for w in windows],
+            "mean_work_device_s_per_s": float(agg_work.mean()),
+            "peak_stack_requests": len(tm.peak_stack().requests),
+            "calibration": {
+                "popularity": "GenAI SD trace per-model shares (86 base models)",
+                "total_rate": tm.total_rate,
+                "source": tm.source,
+                "client_days_in_pool": len(tm.day_rate),
+                "client_days_per_model": [len(m) for m in tm.members],
+                "rate_scale_per_model": tm.scale.tolist(),
+                "aggregate_peak_over_mean": float(r.sum(0).max() / r.sum(0).mean()),
+                "per_model_peak_over_mean": per_model_pm.tolist(),
+                "per_model_peak_over_mean_median": float(np.median(per_model_pm)),
+                "sum_model_peaks_over_aggregate_peak": float(r.max(1).sum() / r.sum(0).max()),
+                "peak_window_per_model": tm.peak_windows().tolist(),
+            },
+        }
+        out["instances"] = n
+        out["tp"] = tp
+        added, g_peak = _TADDED[(id(tm), dev.name, target)]
+        out["gpus_peak_sizing"] = g_peak
+        out["engines_added_for_evaluated_windows"] = added
+        # busy time scales ~ with work; the day average is an estimate, not a replay
+        out["pool_utilization_day_estimate"] = util_peak * float(
+            agg_work.mean() / agg_work[windows[0]]
+        )
+        return out
+    t1 = time.perf_counter()
+    out = _t_search(
+        tm,
+        dev,
+        p,
+        target,
+        windows,
+        warmup,
+        lo=max(2, math.floor(0.5 * float(agg_work[windows[0]]))),
+        hi=g_ded,
+        tol=float(params["tol"]),
+    )
+    out["search_wall_s"] = time.perf_counter() - t1
+    return out
+
+
 def run_point(params: dict[str, Any]) -> dict[str, Any]:
     """One sweep point, by ``kind`` (each stores the seconds it took as ``wall_seconds``).
 
@@ -180,7 +434,11 @@ def run_point(params: dict[str, Any]) -> dict[str, Any]:
     dev = get_device(str(params["device"]))
     target = float(params["target"])
     out: dict[str, Any]
-    if kind == "policy":
+    if params.get("market", "shared") == "temporal":
+        if kind != "policy":
+            raise ValueError("the temporal market has only policy points")
+        out = _t_point(params, dev)
+    elif kind == "policy":
         p = str(params["policy"])
         if p == "dedicated":
             mk, cal = _market(params, None)
@@ -223,29 +481,54 @@ def run(
     seed: int,
     target: float,
     *,
+    market: str = "temporal",
+    k_windows: int = 3,
+    warmup: float = 240.0,
+    tol: float = 0.03,
+    policies_run: Sequence[str] | None = None,
     executor: str | None = None,
     workers: int | None = 1,
     force: bool = False,
 ) -> dict[str, Any]:
     out.mkdir(parents=True, exist_ok=True)
     n_models = 16 if quick else 86
-    window = 40.0 if quick else 300.0
-    # traffic sweep: where does token-level pooling reach Aegaeon's 82 % saving?
-    factors = [] if quick else [0.05, 0.25, 1.0]
+    order = ["dedicated", "token_pooled", "hybrid_pooled", "multiplexed", "serverless"]
+    chosen = [p for p in order if policies_run is None or p in policies_run]
+    if "dedicated" not in chosen:
+        raise ConfigError("--policies must include dedicated (the baseline)")
+    if market not in ("temporal", "shared"):
+        raise ConfigError(f"--market must be temporal or shared, not {market!r}")
+    base: dict[str, Any] = {
+        "traces": str(TRACES.resolve()),
+        "inputs_sha256": {k: file_digest(TRACES / Path(*v)) for k, v in INPUT_FILES.items()},
+        "device": device_name,
+        "n_models": n_models,
+        "target": target,
+    }
+    if market == "temporal":
+        window = 600.0
+        # quick: 2 % of the traffic keeps the 10-minute windows small for the tests
+        base.update(
+            market="temporal",
+            window=window,
+            k_windows=k_windows,
+            warmup=warmup,
+            tol=tol,
+            rate_factor=0.02 if quick else 1.0,
+        )
+        factors: list[float] = []
+    else:
+        window = 40.0 if quick else 300.0
+        base["window"] = window
+        # traffic sweep: where does token-level pooling reach Aegaeon's 82 % saving?
+        factors = [] if quick else [0.05, 0.25, 1.0]
     run_ = run_points(
         out,
         script="pooling_savings",
         name="pooling-savings",
-        base={
-            "traces": str(TRACES.resolve()),
-            "inputs_sha256": {k: file_digest(TRACES / Path(*v)) for k, v in INPUT_FILES.items()},
-            "device": device_name,
-            "n_models": n_models,
-            "window": window,
-            "target": target,
-        },
+        base=base,
         points=[
-            *({"kind": "policy", "policy": p} for p in ["dedicated", *POOLED]),
+            *({"kind": "policy", "policy": p} for p in chosen),
             *({"kind": "traffic", "factor": f} for f in factors),
         ],
         seeds=[seed],
@@ -268,6 +551,9 @@ def run(
     ]
     g_ded = policies["dedicated"]["gpus_needed"]
     for p in POOLED:
+        if p not in policies:
+            policies[p] = {"gpus_needed": None, "note": "not run (--policies)"}
+            continue
         g = policies[p].get("gpus_needed")
         policies[p]["gpu_saving_vs_dedicated"] = (1 - g / g_ded) if g else None
     tp = policies["token_pooled"]
@@ -276,6 +562,16 @@ def run(
     summ = {
         "experiment": "pooling_savings",
         "quick": quick,
+        "market": market,
+        "method": (
+            f"dedicated: per-model load test on each model's own busiest 10-min window of the "
+            f"day; pooled: one fixed pool reaching the target on each of the {k_windows} "
+            f"busiest aggregate 10-min windows by estimated work ({warmup:g} s unscored "
+            f"warm-up; search step {tol:.0%})"
+            if market == "temporal"
+            else "shared daily profile; the 5 minutes around the aggregate peak; dedicated "
+            "load-tested on that window"
+        ),
         "device": market["device"],
         "n_models": n_models,
         "window_s": window,
@@ -329,7 +625,7 @@ def _plots(out: Path, policies: dict[str, Any], sweep: list[dict[str, Any]], dev
             ax.text(
                 b.get_x() + b.get_width() / 2,
                 0,
-                "not reached",
+                "not run" if "not run" in str(policies[n].get("note", "")) else "not reached",
                 ha="center",
                 va="bottom",
                 fontsize=7,
@@ -385,11 +681,33 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     ap.add_argument(
         "--quick",
         action="store_true",
-        help="reduced run for tests (16 models, 40-s window, no traffic sweep)",
+        help="reduced run for tests (16 models; temporal: 2 %% of the traffic; shared: 40-s "
+        "window, no traffic sweep)",
     )
     ap.add_argument("--device", default="H20")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--target", type=float, default=0.99, help="SLO attainment target")
+    ap.add_argument(
+        "--market",
+        default="temporal",
+        choices=["temporal", "shared"],
+        help="temporal: per-model ServeGen client days over a day (default); shared: one "
+        "shared daily profile, 5 minutes at the peak (the earlier model)",
+    )
+    ap.add_argument("--k-windows", type=int, default=3, help="busiest windows a pool must pass")
+    ap.add_argument(
+        "--warmup",
+        type=float,
+        default=240.0,
+        help="unscored seconds replayed before a window (the token pool needs ~3 min to "
+        "reach steady state from empty)",
+    )
+    ap.add_argument("--tol", type=float, default=0.03, help="relative step of the pool search")
+    ap.add_argument(
+        "--policies",
+        default=None,
+        help="comma-separated subset of policies to run (default: all; must include dedicated)",
+    )
     add_sweep_args(ap, workers=1)
     a = ap.parse_args(argv)
     if not TRACES.exists():
@@ -402,6 +720,11 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
             a.device,
             a.seed,
             a.target,
+            market=a.market,
+            k_windows=a.k_windows,
+            warmup=a.warmup,
+            tol=a.tol,
+            policies_run=a.policies.split(",") if a.policies else None,
             executor=a.executor,
             workers=a.workers,
             force=a.force,
