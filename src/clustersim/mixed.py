@@ -40,8 +40,8 @@ from clustersim.schedulers.registry import create_scheduler
 from clustersim.serving.instance import EngineInstance
 from clustersim.serving.metrics import cost_summary, gpus_over_time
 from clustersim.serving.metrics import summary as serving_summary
-from clustersim.serving.perf import LoadModel, PerfParams, model_cost
-from clustersim.serving.policies import Dedicated, instance_capacity, model_tp
+from clustersim.serving.perf import LoadModel, PerfParams
+from clustersim.serving.policies import Dedicated, engine_capacities, model_tp
 from clustersim.serving.simulator import SLO, ServingResult, ServingSim
 from clustersim.serving.workload import Market
 from clustersim.topology import Cluster
@@ -138,18 +138,7 @@ def serving_plan(serving: ServingSide, device: str, gpus_per_node: int) -> Servi
     mk = serving.market
     p = serving.perf
     tps = model_tp(mk, dev, p)
-    r = mk.requests
-    counts = mk.request_counts()
-    mean_in = float(r.input_tokens.mean()) if len(r) else 1000.0
-    mean_out = float(r.output_tokens.mean()) if len(r) else 200.0
-    sum_in = np.bincount(r.model, weights=r.input_tokens, minlength=len(mk.models))
-    sum_out = np.bincount(r.model, weights=r.output_tokens, minlength=len(mk.models))
-    caps = np.zeros(len(mk.models))
-    for m, mm in enumerate(mk.models):
-        c = model_cost(mm.spec, dev, tps[m], p)
-        mi = sum_in[m] / counts[m] if counts[m] else mean_in
-        mo = sum_out[m] / counts[m] if counts[m] else mean_out
-        caps[m] = instance_capacity(c, mi, mo, serving.slo, p, tbt_headroom=serving.tbt_headroom)
+    caps = engine_capacities(mk, dev, tps, serving.slo, p, serving.tbt_headroom)
     if np.any(caps <= 0):
         bad = int(np.argmin(caps))
         raise ConfigError(

@@ -252,6 +252,37 @@ def instance_capacity(
     return lo
 
 
+def engine_capacities(
+    market: Market,
+    device: DeviceSpec,
+    tps: Sequence[int],
+    slo: SLO,
+    perf: PerfParams,
+    tbt_headroom: float = 0.8,
+) -> np.ndarray:
+    """Sustainable request rate (req/s) of one engine per model (:func:`instance_capacity`).
+
+    Each model's engine runs on ``tps[m]`` devices and is evaluated at the model's own
+    mean prompt and output lengths (the market-wide means for a model without requests);
+    0 where the engine cannot meet the TBT target at any rate.
+    """
+    from clustersim.serving.perf import model_cost
+
+    r = market.requests
+    counts = market.request_counts()
+    mean_in_all = float(r.input_tokens.mean()) if len(r) else 1000.0
+    mean_out_all = float(r.output_tokens.mean()) if len(r) else 200.0
+    sum_in = np.bincount(r.model, weights=r.input_tokens, minlength=len(market.models))
+    sum_out = np.bincount(r.model, weights=r.output_tokens, minlength=len(market.models))
+    caps = np.zeros(len(market.models))
+    for m, mm in enumerate(market.models):
+        c = model_cost(mm.spec, device, tps[m], perf)
+        mi = sum_in[m] / counts[m] if counts[m] else mean_in_all
+        mo = sum_out[m] / counts[m] if counts[m] else mean_out_all
+        caps[m] = instance_capacity(c, mi, mo, slo, perf, tbt_headroom=tbt_headroom)
+    return caps
+
+
 def dedicated_sizing(
     market: Market,
     device: DeviceSpec,
@@ -281,20 +312,10 @@ def dedicated_sizing(
     p = perf or PerfParams()
     tps = model_tp(market, device, p)
     peaks = peak_rates(market, window)
-    r = market.requests
-    counts = market.request_counts()
-    mean_in_all = float(r.input_tokens.mean()) if len(r) else 1000.0
-    mean_out_all = float(r.output_tokens.mean()) if len(r) else 200.0
-    sum_in = np.bincount(r.model, weights=r.input_tokens, minlength=len(market.models))
-    sum_out = np.bincount(r.model, weights=r.output_tokens, minlength=len(market.models))
+    caps = engine_capacities(market, device, tps, slo, p, tbt_headroom)
     out_n: list[int] = []
-    from clustersim.serving.perf import model_cost
-
-    for m, mm in enumerate(market.models):
-        c = model_cost(mm.spec, device, tps[m], p)
-        mi = sum_in[m] / counts[m] if counts[m] else mean_in_all
-        mo = sum_out[m] / counts[m] if counts[m] else mean_out_all
-        cap = instance_capacity(c, mi, mo, slo, p, tbt_headroom=tbt_headroom)
+    for m in range(len(market.models)):
+        cap = float(caps[m])
         need = math.ceil(peaks[m] / cap) if cap > 0 else min_instances
         out_n.append(max(min_instances, need))
     if method == "analytic":
