@@ -106,3 +106,39 @@ def test_reclaim_invariants(
     # each job ran exactly its duration (ideal network, no restore cost)
     for r in res.records:
         assert r.run_time == pytest.approx(r.duration + ckpt * r.preemptions)
+
+
+def test_scenario_reclaims_run_through_the_api(tmp_path: Any) -> None:
+    # 2 nodes x 4 V100; two 4-GPU jobs of 100 s at t=0. The scenario's reclaim schedule takes
+    # one node at 50 s (relative to the first arrival) and returns it at 80 s: as in the first
+    # test, j0 is preempted and ends at 130 s.
+    from clustersim.api import simulate
+    from clustersim.config import load_scenario
+
+    trace = tmp_path / "t.csv"
+    trace.write_text("job_id,submit_time,num_gpus,duration\nj0,10,4,100\nj1,10,4,100\n")
+    sc = tmp_path / "s.yaml"
+    sc.write_text(
+        "cluster: {nodes: 2, gpus_per_node: 4, device: V100}\n"
+        f"workload: {{trace: {trace}, format: csv}}\n"
+        "scheduler: {name: fifo}\n"
+        "reclaims: [{time: 50, nodes: 1}, {time: 80, nodes: 0}]\n"
+    )
+    res = simulate(load_scenario(sc))
+    ends = dict(zip(res.jobs["job_id"], res.jobs["end"], strict=True))
+    assert ends == {"j0": 140.0, "j1": 110.0}
+    assert res.summary["preemptions_by_reclaim"] == 1
+
+
+def test_scenario_reclaim_bad_field_names_the_field(tmp_path: Any) -> None:
+    from clustersim.config import load_scenario
+    from clustersim.errors import ConfigError
+
+    sc = tmp_path / "s.yaml"
+    sc.write_text(
+        "cluster: {nodes: 2, gpus_per_node: 4, device: V100}\n"
+        "workload: {format: synthetic}\n"
+        "reclaims: [{time: 5, nodes: -1}]\n"
+    )
+    with pytest.raises(ConfigError, match=r"reclaims\.0\.nodes"):
+        load_scenario(sc)

@@ -23,7 +23,7 @@ import numpy as np
 
 from clustersim import __version__
 from clustersim.config import Scenario, scenario_to_yaml
-from clustersim.engine import Engine, EngineResult, Outage
+from clustersim.engine import Engine, EngineResult, Outage, Reclaim
 from clustersim.errors import ClusterSimError, ConfigError
 from clustersim.metrics import job_table, summarize
 from clustersim.schedulers.placement import get_placement
@@ -137,6 +137,7 @@ def simulate(scenario: Scenario, progress: bool = False) -> RunResult:
         power_cap=power_cap,
         checkpoint_interval=fcfg.checkpoint_interval_s if fcfg else None,
         recovery_s=fcfg.recovery_s if fcfg else 0.0,
+        reclaims=_reclaims(scenario, jobs),
         **kwargs,
     )
     skipped = [j.id for j, _ in bad]
@@ -149,6 +150,14 @@ def simulate(scenario: Scenario, progress: bool = False) -> RunResult:
             exc.partial = _assemble(scenario, cluster, partial, report, skipped)  # type: ignore[attr-defined]
         raise
     return _assemble(scenario, cluster, raw, report, skipped)
+
+
+def _reclaims(scenario: Scenario, jobs: list[Job]) -> list[Reclaim]:
+    """The scenario's reclaim schedule in absolute simulated time (from the first arrival)."""
+    if not scenario.reclaims:
+        return []
+    t0 = min(j.submit_time for j in jobs)
+    return [Reclaim(t0 + r.time, r.nodes) for r in scenario.reclaims]
 
 
 def _outages(
@@ -281,6 +290,7 @@ def _assemble(
             "stopped_by": raw.stopped_by,
             "events": raw.events,
             "scheduler_passes": raw.passes,
+            "preemptions_by_reclaim": raw.reclaim_preemptions,
             "trace_rows": report.rows,
             "trace_dropped": dict(report.dropped),
             "notes": list(raw.notes),

@@ -148,6 +148,19 @@ class PreemptionConfig(_Model):
     )
 
 
+class ReclaimConfig(_Model):
+    """From ``time`` on, another tenant (e.g. a serving pool) holds ``nodes`` whole nodes.
+
+    A step of a schedule (each entry sets the holding, it does not add). Growing takes
+    idle nodes first (ties: lowest node index) and preempts the training jobs on taken
+    nodes like a scheduler's preemption (``preemption.checkpoint_s`` / ``restore_s``
+    apply); shrinking returns the most recently taken nodes first. See docs/mixed.md.
+    """
+
+    time: float = Field(ge=0, description="seconds after the first arrival")
+    nodes: int = Field(ge=0, description="whole nodes held from then on")
+
+
 class FailuresConfig(_Model):
     """Node outages during the run (see :mod:`clustersim.reliability` and docs/reliability.md).
 
@@ -211,6 +224,10 @@ class Scenario(_Model):
     scheduler: SchedulerConfig = Field(default_factory=SchedulerConfig)
     preemption: PreemptionConfig = Field(default_factory=PreemptionConfig)
     failures: FailuresConfig | None = None
+    reclaims: list[ReclaimConfig] = Field(
+        default_factory=list,
+        description="nodes another tenant (a serving pool) takes over time (docs/mixed.md)",
+    )
     power: PowerConfig | None = None
     perf: PerfConfig | None = Field(
         default=None, description="communication speed model (cluster.network: topology)"
