@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import resource
 import subprocess
 import sys
@@ -68,7 +69,9 @@ def main() -> None:
     if not Path(args.trace).exists():
         sys.exit(f"trace not found: {args.trace} (needs ../shared/traces beside the repo)")
     print(f"Philly replay: {args.trace} on {args.nodes} x 8 GPUs")
+    print(f"cores: {os.cpu_count()}, load average before: {os.getloadavg()[0]:.2f}")
     for p in args.policies:
+        ru0 = resource.getrusage(resource.RUSAGE_CHILDREN)
         t0 = time.perf_counter()
         out = subprocess.run(
             [
@@ -86,12 +89,17 @@ def main() -> None:
             check=True,
         )
         wall = time.perf_counter() - t0
+        ru1 = resource.getrusage(resource.RUSAGE_CHILDREN)
+        cpu = (ru1.ru_utime - ru0.ru_utime) + (ru1.ru_stime - ru0.ru_stime)
         r = json.loads(out.stdout)
         r["whole_process_s"] = round(wall, 3)
+        r["whole_process_cpu_s"] = round(cpu, 3)
         r["jobs_per_s_whole_process"] = round(r["jobs"] / wall)
+        r["jobs_per_cpu_s_whole_process"] = round(r["jobs"] / cpu)
         print(
-            f"{p:>14}: {r['jobs']} jobs, whole process {wall:.2f} s -> "
-            f"{r['jobs_per_s_whole_process']:,} jobs/s (engine alone "
+            f"{p:>14}: {r['jobs']} jobs, whole process {wall:.2f} s wall / {cpu:.2f} s CPU -> "
+            f"{r['jobs_per_s_whole_process']:,} jobs/s ({r['jobs_per_cpu_s_whole_process']:,} "
+            f"per CPU second; engine alone "
             f"{r['jobs_per_s_engine']:,} jobs/s), peak RSS {r['peak_rss_mb']} MB, "
             f"avg JCT {r['avg_jct_s']:,} s, util {r['gpu_utilization']}"
         )
