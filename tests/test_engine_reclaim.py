@@ -75,8 +75,9 @@ def test_shortfall_is_reported_and_returned_node_under_repair_stays_down() -> No
     j = by_id(res)["j0"]
     assert any("more than were up" in n for n in res.notes)
     assert j.reclaimed == 1 and j.end == 60.0  # 10 s done, back at 20, 40 s left
-    # down device-seconds: node 1 5..105 (100) + node 0 10..20 (10)
+    # down device-seconds: node 1 5..105 (100) + node 0 10..20 (10); of those held: 10
     assert integrate_steps(res.util_t, res.down.astype(float), res.end_time) == 110.0
+    assert integrate_steps(res.util_t, res.held.astype(float), res.end_time) == 10.0
 
 
 def test_bad_reclaim_rejected() -> None:
@@ -101,8 +102,10 @@ def test_reclaim_invariants(
     res = run_engine(rows, 3, 4, "fifo_backfill", reclaims=reclaims, checkpoint_s=ckpt)
     assert res.stopped_by == "drained"
     assert all(r.state.value == "done" for r in res.records)
-    # no device both allocated and held: allocated + down never exceeds capacity
+    # no device both allocated and held: allocated + down never exceeds capacity; without
+    # outages every device down is held by a reclaim
     assert ((res.util_milli // 1000) + res.down <= res.capacity).all()
+    assert (res.held == res.down).all()
     # each job ran exactly its duration (ideal network, no restore cost)
     for r in res.records:
         assert r.run_time == pytest.approx(r.duration + ckpt * r.preemptions)

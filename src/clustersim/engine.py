@@ -124,6 +124,9 @@ class EngineResult:
     stopped_by: str  # "drained" | "horizon" | "stalled" | "error"
     notes: list[str] = field(default_factory=list)
     reclaim_preemptions: int = 0  # jobs preempted because another tenant took their nodes
+    held: np.ndarray = field(  # of ``down``, devices held by reclaims from util_t[i]
+        default_factory=lambda: np.zeros(0, dtype=np.int64)
+    )
 
 
 class Engine:
@@ -188,7 +191,7 @@ class Engine:
         self._done = 0
         self._events = 0
         self._passes = 0
-        self._series: list[float] = []  # flat rows: time, milli, queue, running, down
+        self._series: list[float] = []  # flat rows: time, milli, queue, running, down, held
         self._segments: list[tuple[str, float, float, tuple[int, ...]]] = []
         self.outages = sorted(outages, key=lambda o: o.time)
         self.checkpoint_interval = checkpoint_interval
@@ -205,6 +208,7 @@ class Engine:
         self.reclaims = sorted(reclaims, key=lambda r: r.time)
         self._held: list[int] = []  # reclaimed nodes, in the order they were taken
         self._held_set: set[int] = set()
+        self._held_devices = 0  # devices of reclaimed nodes out of the free pool
         self._reclaim_short = 0  # largest shortfall seen (nodes)
         self.reclaim_preemptions = 0
 
@@ -238,19 +242,21 @@ class Engine:
             len(self.queue) - len(self._deferred_out),
             len(self.running),
             len(state.down),
+            self._held_devices,
         )
 
     def _series_arrays(self) -> tuple[np.ndarray, ...]:
         """Change-point series: the last record of each instant, unchanged steps merged.
 
-        Returns time, allocated milli-devices, queue length, running jobs, devices down
-        and facility power (W; zeros without a power model).
+        Returns time, allocated milli-devices, queue length, running jobs, devices down,
+        of those the ones held by reclaims, and facility power (W; zeros without a power
+        model).
         """
         if not self._series:
             z = np.zeros(0)
             zi = z.astype(np.int64)
-            return z, zi, zi, zi, zi, z
-        a = np.array(self._series, dtype=float).reshape(-1, 5)
+            return z, zi, zi, zi, zi, zi, z
+        a = np.array(self._series, dtype=float).reshape(-1, 6)
         p = np.array(self._power, dtype=float) if self._power else np.zeros(len(a))
         t = a[:, 0]
         keep = np.append(t[1:] != t[:-1], True)
@@ -259,7 +265,7 @@ class Engine:
         changed = np.append(True, (vals[1:] != vals[:-1]).any(axis=1))
         a, p = a[changed], p[changed]
         ints = a[:, 1:].astype(np.int64)
-        return a[:, 0], ints[:, 0], ints[:, 1], ints[:, 2], ints[:, 3], p
+        return a[:, 0], ints[:, 0], ints[:, 1], ints[:, 2], ints[:, 3], ints[:, 4], p
 
     # ------------------------------------------------------------------ scheduling
     def _after_event(self) -> None:
@@ -639,7 +645,9 @@ class Engine:
         node_of, used, held = self.state.node_of, self.state.used, self._held_set
         idle = [d for d in devices if node_of[d] in held and not used[d]]
         if idle:
+            before = len(self.state.down)
             self.state.set_down(idle)
+            self._held_devices += len(self.state.down) - before
 
     def _on_reclaim(self, ev: Any) -> None:
         self._events += 1
@@ -683,8 +691,10 @@ class Engine:
             give = self._held[want:][::-1]
             del self._held[want:]
             back: list[int] = []
+            down = self.state.down
             for n in give:
                 self._held_set.discard(n)
+                self._held_devices -= sum(1 for d in c.node_devices(n) if d in down)
                 if self._up_at.get(n, -1.0) <= now:  # not also down for repair
                     back.extend(d for d in c.node_devices(n) if d in self.state.down)
             if back:
@@ -764,7 +774,7 @@ class Engine:
                 f"reclaims asked for up to {self._reclaim_short} node(s) more than were up and "
                 "free of other reclaims; the tenant got fewer nodes than asked"
             )
-        util_t, util_milli, queue_len, running, down, power = self._series_arrays()
+        util_t, util_milli, queue_len, running, down, held, power = self._series_arrays()
         return EngineResult(
             records=list(self.records.values()),
             util_t=util_t,
@@ -785,6 +795,7 @@ class Engine:
             stopped_by=stopped,
             notes=notes,
             reclaim_preemptions=self.reclaim_preemptions,
+            held=held,
         )
 
     def mark_skipped(self, job_ids: Sequence[str]) -> None:

@@ -414,7 +414,7 @@ def simulate_mixed(
       engine load, so nodes are handed over and engines loaded by ``T``; shrink at ``T``).
       The engine takes idle nodes first and preempts training on taken nodes (the
       ``Reclaim`` rule). Serving then runs :class:`PlannedDedicated` with the capacity
-      the engine actually handed over (its ``down`` series: nodes reach serving only when
+      the engine actually handed over (its ``held`` series: nodes reach serving only when
       their training jobs finished checkpointing).
     * ``borrow_idle``: serving reserves ``B`` nodes (``base_nodes``, default the plan's
       smallest window, ``min N_k``): ``Reclaim(0, B)``; training runs unaware of the rest.
@@ -487,7 +487,7 @@ def simulate_mixed(
     if policy == "static_split":
         cap: Step = (np.array([0.0]), np.array([reclaims[0].nodes * g]))
     elif policy == "serving_first":
-        cap = (np.append(0.0, raw.util_t), np.append(raw.down[0], raw.down).astype(float))
+        cap = (np.append(0.0, raw.util_t), np.append(raw.held[0], raw.held).astype(float))
     else:
         B = reclaims[0].nodes
         idle = idle_nodes_series(raw, cluster, B)
