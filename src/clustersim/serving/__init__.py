@@ -52,6 +52,7 @@ from clustersim.serving.policies import (
     serving_policy_names,
 )
 from clustersim.serving.simulator import SLO, ServingResult, ServingSim, simulate
+from clustersim.serving.temporal import TemporalMarket, temporal_market
 from clustersim.serving.workload import (
     Calibration,
     LengthTrace,
@@ -94,6 +95,7 @@ __all__ = [
     "ServingResult",
     "ServingSim",
     "StepCost",
+    "TemporalMarket",
     "active_models_expected",
     "active_models_observed",
     "attainment",
@@ -130,5 +132,6 @@ __all__ = [
     "summary",
     "synthetic_market",
     "tail_share",
+    "temporal_market",
     "zipf_shares",
 ]
