@@ -230,6 +230,7 @@ class DecodeWorker:
         self.joins: list[Join] = []
         self.waiting: deque[Join] = deque()
         self.reserved = 0.0
+        self.inbound = 0.0  # KV bytes of handed-off sequences still in transit
         self.busy = 0.0
         self.load_time = 0.0
         self.switches = 0
@@ -256,16 +257,26 @@ class DecodeWorker:
         """Models with running sequences, in rotation order."""
         return [m for m in self.rotation if self.batches[m].B > 0]
 
-    def has_room(self, model: int, ctx: int) -> bool:
-        """Whether a sequence of ``ctx`` cached tokens can join now (KV room and the
-        batch below ``max_num_seqs``)."""
+    def has_room(self, model: int, ctx: int, extra: float = 0.0) -> bool:
+        """Whether a sequence of ``ctx`` cached tokens can join now (KV room, with
+        ``extra`` bytes already promised, and the batch below ``max_num_seqs``)."""
         b = self.batches.get(model)
         if b is not None:
             joining = sum(1 for j in self.joins if j[1] == model) if self.joins else 0
             if b.B + joining >= self.sim.perf.max_num_seqs:
                 return False
         kv = self.pol.cost(model, self.tp).kv_bytes_per_token
-        return self.kv_used() + (ctx + 1) * kv + self.growth() <= self.kv_cap
+        return self.kv_used() + extra + (ctx + 1) * kv + self.growth() <= self.kv_cap
+
+    def can_take(self, model: int, ctx: int) -> bool:
+        """Hand-off test: no KV-blocked sequence waits here (a newcomer would queue
+        behind it, FIFO) and the sequence fits with the KV caches in transit counted."""
+        return not self.waiting and self.has_room(model, ctx, self.inbound)
+
+    def backlog(self) -> float:
+        """KV bytes promised beyond the resident batches: in transit plus waiting."""
+        w = sum(e[2] * self.pol.cost(e[1], self.tp).kv_bytes_per_token for e in self.waiting)
+        return self.inbound + w
 
     def round_time_with(self, model: int, ctx: int) -> float:
         """Sum of step times of the active batches if one more sequence of ``model``
@@ -489,6 +500,7 @@ class DecodeWorker:
 
 def _deliver(dw: DecodeWorker, e: Join, t: float) -> None:
     """Timer callback: the KV cache of ``e`` reached ``dw`` at ``t``."""
+    dw.inbound = max(0.0, dw.inbound - e[2] * dw.pol.cost(e[1], dw.tp).kv_bytes_per_token)
     dw.accept(t, e)
 
 
@@ -514,12 +526,15 @@ class TokenPooled(ServingPolicy):
       queue of the prefill worker with the least queued work (ties: lowest id). Batch size
       1; each request's first token is emitted at the end of its prefill.
     * **hand-off**: at the first token the request goes to a decode worker with room
-      (KV cache and batch below ``max_num_seqs``) whose round — the sum of its active
-      batches' step times with this sequence added — stays within ``margin * TBT``,
-      preferring one that already runs a batch of the model; among those the shortest
-      round (ties: lowest id). If no worker keeps its round within the target: the
-      shortest round among workers with room; if none has room, the most free KV (it
-      queues). Transfer: ``prompt * kv_bytes / scale_out_bw`` seconds.
+      (:meth:`DecodeWorker.can_take`: no KV-blocked sequence waiting there — the newcomer
+      would queue behind it, FIFO — and KV cache for it with the caches already handed
+      to the worker but still in transit counted, and its batch below
+      ``max_num_seqs``) whose round — the sum of its active batches' step times with
+      this sequence added — stays within ``margin * TBT``, preferring one that already
+      runs a batch of the model; among those the shortest round (ties: lowest id). If
+      no worker keeps its round within the target: the shortest round among workers
+      with room; if none has room, the most free KV after its backlog (in transit plus
+      waiting; it queues). Transfer: ``prompt * kv_bytes / scale_out_bw`` seconds.
     * **decode**: :class:`DecodeWorker` (weighted round-robin with TBT-derived quotas).
     * **switch cost**: ``weights / tp / PCIe`` (``host_pinned``), hidden by prefetch
       when ``prefetch`` (Aegaeon's prefetch; engine components reused, no re-init).
@@ -798,6 +813,7 @@ class TokenPooled(ServingPolicy):
         _, dws = self.lanes[model]
         dw = self.pick_decode(dws, model, prompt, t)
         kv = self.cost(model, dw.tp).kv_bytes_per_token
+        dw.inbound += prompt * kv
         t_arr = t + prompt * kv / sim.device.scale_out_bw
         e: Join = (rid, model, prompt, output - 1, t, 0, t)
         sim.at(t_arr, partial(_deliver, dw, e))
@@ -810,7 +826,7 @@ class TokenPooled(ServingPolicy):
         limit = self.margin * self.sim.slo.tbt
         fit: list[tuple[float, DecodeWorker]] = []
         for w in live:
-            if w.has_room(model, ctx):
+            if w.can_take(model, ctx):
                 fit.append((w.round_time_with(model, ctx), w))
         ok = [(r, w) for r, w in fit if r <= limit]
         same = [(r, w) for r, w in ok if model in w.batches and w.batches[model].B > 0]
@@ -820,7 +836,7 @@ class TokenPooled(ServingPolicy):
             return min(ok, key=lambda x: (x[0], x[1].iid))[1]
         if fit:
             return min(fit, key=lambda x: (x[0], x[1].iid))[1]
-        return max(live, key=lambda w: (w.kv_cap - w.kv_used(), -w.iid))
+        return max(live, key=lambda w: (w.kv_cap - w.kv_used() - w.backlog(), -w.iid))
 
     def complete(self, rid: int, t: float, lag: float, gap: float, iid: int) -> None:
         """Record a finished request (merging lag/gap from before a swap-out)."""
