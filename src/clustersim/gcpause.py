@@ -4,8 +4,8 @@ Building and simulating ~10^5 job records allocates millions of small objects;
 the cyclic collector then runs its generation scans over all of them again and
 again (5-10 % of a Philly replay) although the engine creates no reference
 cycles that need it (events, records and tuples are freed by reference
-counting). The previous state is restored on exit, and a collection runs then
-if the collector was enabled, so nothing leaks.
+counting). The previous state is restored on exit; the collector's next
+regular pass then reclaims any cycle a user policy may have made meanwhile.
 """
 
 from __future__ import annotations
