@@ -515,11 +515,13 @@ class TokenPooled(ServingPolicy):
 
     * **pool split**: models are grouped by tensor-parallel degree (the smallest power
       of two holding two weight copies plus 10 % KV room, see :meth:`_pool_tp`); each
-      class gets devices in proportion to its estimated busy device-seconds, at least
-      one prefill and one decode worker per class. Within a class the share of
-      prefill workers is ``prefill_fraction`` or, if ``None``, the class's prefill busy
-      time over prefill + decode busy time (decode at a reference batch of 16), rounded,
-      at least one of each.
+      class has a prefill and a decode sub-pool whose offered loads are estimated by
+      :meth:`_class_loads` (decode at a Little's-law batch); the devices are split by
+      square-root staffing (``staffing="sqrt"``: ``load + beta * sqrt(load)`` workers,
+      one ``beta`` for the pool) or in proportion to the loads
+      (``staffing="proportional"``), at least one prefill and one decode worker per
+      class (:meth:`_staff` pins the rounding). ``prefill_fraction``, if set, fixes
+      the prefill share of each class's load.
     * **prefill** (grouped FCFS): a request joins a not-yet-full group (size <
       ``max_group``) of its model — the executing group of a worker or any queued group,
       earliest first (ties: lowest worker id) — else opens a new group at the end of the
@@ -549,7 +551,12 @@ class TokenPooled(ServingPolicy):
         prefetch: bool = True,
         switch_tier: str = "host_pinned",
         rates: Any = None,
+        staffing: str = "sqrt",
     ) -> None:
+        if staffing not in ("sqrt", "proportional"):
+            raise ConfigError(
+                f"token_pooled: staffing must be 'sqrt' or 'proportional', not {staffing!r}"
+            )
         if prefill_fraction is not None and not 0.0 < prefill_fraction < 1.0:
             raise ConfigError("token_pooled: prefill_fraction must be in (0, 1)")
         if max_group < 1 or max_quota < 1 or not 0.0 < margin <= 1.0:
@@ -561,6 +568,7 @@ class TokenPooled(ServingPolicy):
         self.prefetch = prefetch
         self.switch_tier = switch_tier
         self.rates = rates
+        self.staffing = staffing
 
     # -- setup -----------------------------------------------------------------------
     def setup(self, sim: ServingSim) -> None:
@@ -697,39 +705,19 @@ class TokenPooled(ServingPolicy):
                 if m not in pinned:
                     d += dm + sw
             loads[k] = (p, d)
-        # device demand of a class = busy worker-seconds per second x devices per worker
-        total_load = sum((p + d) * k for k, (p, d) in loads.items()) or 1.0
         order = sorted(classes_models, key=lambda k: -(loads[k][0] + loads[k][1]) * k)
-        workers_of: dict[int, int] = {}
-        left = gpus
-        for k in order:  # two workers (1 prefill + 1 decode) per class first
-            if left < 2 * k:
-                raise ConfigError(
-                    f"{self.name}: {gpus} devices cannot hold one prefill and one decode "
-                    f"worker of {k} devices for every tensor-parallel class"
-                )
-            workers_of[k] = 2
-            left -= 2 * k
-        for k in order:
-            share = gpus * (loads[k][0] + loads[k][1]) * k / total_load
-            extra = max(0, min(int(share // k) - 2, left // k))
-            workers_of[k] += extra
-            left -= extra * k
-        for k in order:
-            while left >= k:
-                workers_of[k] += 1
-                left -= k
+        if sum(2 * k for k in order) > gpus:
+            k = max(order)
+            raise ConfigError(
+                f"{self.name}: {gpus} devices cannot hold one prefill and one decode "
+                f"worker of {k} devices for every tensor-parallel class"
+            )
+        n_pre, n_dec = self._staff(gpus, order, loads)
         mem = sim.perf.memory_utilization * sim.device.memory_bytes
         for k in order:
             ms = classes_models[k]
-            p, d = loads[k]
-            E = workers_of[k]
-            frac = (
-                self.prefill_fraction
-                if self.prefill_fraction is not None
-                else (p / (p + d) if p + d > 0 else 0.5)
-            )
-            n_p = int(min(E - 1, max(1, round(E * frac))))
+            n_p = n_pre[k]
+            E = n_p + n_dec[k]
             wmax = max(sim.market.models[m].spec.weight_bytes for m in ms)
             kv_cap = mem * k - 2 * wmax
             if kv_cap <= 0:
@@ -756,6 +744,61 @@ class TokenPooled(ServingPolicy):
             self.decode_workers[k] = dws
             for m in ms:
                 self.lanes[m] = (pws, self.lanes[m][1] if m in pinned else dws)
+
+    def _staff(
+        self, gpus: int, order: list[int], loads: dict[int, tuple[float, float]]
+    ) -> tuple[dict[int, int], dict[int, int]]:
+        """Prefill and decode workers per TP class (``order``: classes, largest load first).
+
+        Each class has two sub-pools, prefill and decode, with offered loads ``R`` in busy
+        workers (:meth:`_class_loads`; with ``prefill_fraction`` set, the class's total
+        split by it). Target workers per sub-pool:
+
+        * ``staffing="sqrt"`` (default): square-root staffing, ``x = R + beta * sqrt(R)``
+          with one ``beta >= 0`` for the whole pool solving ``sum(k * x) = gpus`` —
+          the spare capacity is shared in proportion to ``sqrt(R)``, not ``R``, which
+          keeps the chance of waiting about equal across sub-pools of different size
+          (Halfin & Whitt 1981; the classic call-centre staffing rule). Small sub-pools
+          — e.g. the decode workers rotating many cold models — get relatively more
+          headroom than under a proportional split, large ones less.
+        * ``staffing="proportional"`` (the earlier rule): ``x = R * gpus / sum(k * R)``.
+
+        If the pool is smaller than the offered load both rules fall back to the
+        proportional one. Integer workers: every sub-pool starts with one; then, one
+        worker at a time, the sub-pool with the largest shortfall ``x - workers`` among
+        those whose ``k`` devices still fit gets the next one (ties: class order, then
+        prefill before decode), until no device is left that fits a worker.
+        """
+        subs: list[tuple[int, int, float]] = []  # (class k, 0 prefill / 1 decode, load)
+        for k in order:
+            p, d = loads[k]
+            if self.prefill_fraction is not None:
+                tot = p + d
+                p, d = tot * self.prefill_fraction, tot * (1.0 - self.prefill_fraction)
+            subs += [(k, 0, max(p, 0.0)), (k, 1, max(d, 0.0))]
+        dev_load = sum(k * r for k, _, r in subs)
+        if self.staffing == "sqrt" and gpus > dev_load:
+            root = sum(k * math.sqrt(r) for k, _, r in subs)
+            beta = (gpus - dev_load) / root if root > 0 else 0.0
+            target = [r + beta * math.sqrt(r) for _, _, r in subs]
+        else:
+            scale = gpus / dev_load if dev_load > 0 else 0.0
+            target = [r * scale for _, _, r in subs]
+        workers = [1] * len(subs)
+        left = gpus - sum(k for k, _, _ in subs)
+        while True:
+            best = -1
+            gap = -math.inf
+            for i, (k, _, _) in enumerate(subs):
+                if k <= left and target[i] - workers[i] > gap:
+                    best, gap = i, target[i] - workers[i]
+            if best < 0:
+                break
+            workers[best] += 1
+            left -= subs[best][0]
+        n_pre = {k: workers[i] for i, (k, kind, _) in enumerate(subs) if kind == 0}
+        n_dec = {k: workers[i] for i, (k, kind, _) in enumerate(subs) if kind == 1}
+        return n_pre, n_dec
 
     # -- routing -----------------------------------------------------------------------
     def find_group(self, w: PrefillWorker, model: int) -> list[Any] | None:
