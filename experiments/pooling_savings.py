@@ -538,11 +538,11 @@ def run(
     )
     pts: list[PointResult] = run_.results
     policies: dict[str, Any] = {}
-    market: dict[str, Any] = {}
+    info: dict[str, Any] = {}  # the market's description, from the points
     for pt in pts:
         if pt.params["kind"] == "policy":
             row = {k: v for k, v in pt.summary.items() if k != "wall_seconds"}
-            market = row.pop("_market", market)
+            info = row.pop("_market", info)
             policies[str(pt.params["policy"])] = row
     sweep = [
         {k: v for k, v in pt.summary.items() if k != "wall_seconds"}
@@ -558,11 +558,11 @@ def run(
         policies[p]["gpu_saving_vs_dedicated"] = (1 - g / g_ded) if g else None
     tp = policies["token_pooled"]
     hy = policies["hybrid_pooled"]
-    cal = market["calibration"]
+    cal = info["calibration"]
     summ = {
         "experiment": "pooling_savings",
         "quick": quick,
-        "market": market,
+        "market": info,
         "method": (
             f"dedicated: per-model load test on each model's own busiest 10-min window of the "
             f"day; pooled: one fixed pool reaching the target on each of the {k_windows} "
@@ -572,10 +572,10 @@ def run(
             else "shared daily profile; the 5 minutes around the aggregate peak; dedicated "
             "load-tested on that window"
         ),
-        "device": market["device"],
+        "device": info["device"],
         "n_models": n_models,
         "window_s": window,
-        "requests": market["requests"],
+        "requests": info["requests"],
         "target_attainment": target,
         "slo": {"ttft_s": 10.0, "tbt_s": 0.1, "anchor": "arrival (token deadlines)"},
         "calibration": cal,
@@ -597,7 +597,7 @@ def run(
         "wall_seconds": run_.compute_seconds("wall_seconds"),
     }
     (out / "summary.json").write_text(json.dumps(summ, indent=2, default=_json))
-    _plots(out, policies, sweep, market["device"])
+    _plots(out, policies, sweep, info["device"])
     print(run_.line())
     return summ
 

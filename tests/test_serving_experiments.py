@@ -40,6 +40,8 @@ def test_pooling_savings_quick(tmp_path: Path) -> None:
     s = _run("pooling_savings.py", tmp_path)
     pol = s["policies"]
     assert set(pol) == {"dedicated", "serverless", "multiplexed", "token_pooled", "hybrid_pooled"}
+    assert s["market"]["market"] == "temporal"
+    assert s["method"].startswith("dedicated: per-model load test on each model's own busiest")
     ded = pol["dedicated"]["gpus_needed"]
     assert ded > 0 and pol["dedicated"]["slo_attainment"] >= 0.99
     for p, r in pol.items():
