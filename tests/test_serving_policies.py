@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import numpy as np
 import pytest
@@ -29,7 +30,7 @@ from clustersim.serving import (
     synthetic_market,
     tail_share,
 )
-from clustersim.serving.elastic import Autoscaled
+from clustersim.serving.elastic import Autoscaled, Multiplexed
 from clustersim.serving.policies import ServingPolicy, register_serving_policy
 
 POLICIES = ["dedicated", "serverless", "multiplexed", "token_pooled", "hybrid_pooled", "autoscaled"]
@@ -210,3 +211,42 @@ def test_summary_and_per_gpu_are_consistent() -> None:
 def test_pooled_needs_finite_pool() -> None:
     with pytest.raises(ConfigError):
         simulate(_small_market(1), "token_pooled", device="H800")
+
+
+class _LinearMultiplexed(Multiplexed):
+    """Multiplexed with the O(engines) least-loaded scan instead of the load heaps."""
+
+    def setup(self, sim: Any) -> None:
+        super().setup(sim)
+        self._indexed = False
+
+
+@settings(max_examples=8, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    seed=st.integers(0, 10_000),
+    gpus=st.integers(8, 40),
+    rate=st.floats(5.0, 60.0),
+    horizon=st.sampled_from([None, 20.0]),
+)
+def test_multiplexed_load_heaps_equal_linear_scan(
+    seed: int, gpus: int, rate: float, horizon: float | None
+) -> None:
+    # the per-model load heaps must pick exactly the engine a full scan picks
+    mk = _small_market(seed, n_models=6, rate=rate, dur=40.0)
+    a = simulate(mk, "multiplexed", gpus=gpus, horizon=horizon)
+    b = simulate(mk, _LinearMultiplexed(), gpus=gpus, horizon=horizon)
+    assert np.array_equal(a.served_by, b.served_by)
+    assert np.array_equal(a.first_token, b.first_token, equal_nan=True)
+    assert np.array_equal(a.finish, b.finish, equal_nan=True)
+    assert np.array_equal(a.max_gap, b.max_gap, equal_nan=True)
+
+
+def test_multiplexed_load_heaps_choose_among_replicas() -> None:
+    mk = _small_market(3, n_models=6, rate=40.0, dur=40.0)
+    a = simulate(mk, "multiplexed", gpus=32)
+    b = simulate(mk, _LinearMultiplexed(), gpus=32)
+    replicas = np.bincount([m for p in a.extra["placement"] for m in p])
+    assert replicas.max() >= 3  # the choice among engines is exercised
+    assert len(np.unique(a.served_by)) > len(a.extra["placement"]) // 2
+    assert np.array_equal(a.served_by, b.served_by)
+    assert np.array_equal(a.finish, b.finish, equal_nan=True)

@@ -8,6 +8,7 @@ Rules, tie-breaks and queue orders are pinned in each class docstring.
 
 from __future__ import annotations
 
+import heapq
 import math
 from collections import OrderedDict, deque
 from functools import partial
@@ -69,9 +70,44 @@ class _RequestLevel(ServingPolicy):
         self.cold_starts = 0
         self.switches = 0
         self.idle_since: dict[int, float] = {}
+        self._lheap: list[list[tuple[int, int]]] = [[] for _ in range(nm)]
 
     # -- helpers -------------------------------------------------------------------
+    _indexed = False  # engines notify and loads are kept in per-model heaps (multiplexed)
+
+    def _index(self, inst: EngineInstance) -> None:
+        """Record ``inst``'s outstanding count in the load heaps of its models.
+
+        The heaps hold ``(outstanding, iid)`` entries that are lower bounds: a count only
+        falls when requests finish, at an iteration boundary, after which the engine
+        (created with ``notify=True``) is indexed again; rises are corrected on lookup.
+        A heap is rebuilt from the live counts when stale entries outnumber engines 4:1.
+        """
+        key = inst.outstanding()
+        iid = inst.iid
+        for m in inst.models:
+            h = self._lheap[m]
+            heapq.heappush(h, (key, iid))
+            if len(h) > 4 * len(self.engines[m]) + 64:
+                h[:] = [(e.outstanding(), e.iid) for e in self.engines[m]]
+                heapq.heapify(h)
+
     def _least_loaded(self, model: int) -> EngineInstance | None:
+        """The model's engine with the fewest outstanding requests (ties: lowest id)."""
+        if self._indexed:
+            h = self._lheap[model]
+            workers = self.sim.workers
+            while h:
+                low, iid = h[0]
+                inst = workers.get(iid)
+                if not isinstance(inst, EngineInstance):  # stopped
+                    heapq.heappop(h)
+                    continue
+                cur = inst.outstanding()
+                if cur == low:
+                    return inst
+                heapq.heapreplace(h, (cur, iid))
+            return None
         now = self.sim.now
         best: EngineInstance | None = None
         best_key = (math.inf, math.inf)
@@ -289,7 +325,9 @@ class Multiplexed(_RequestLevel):
 
     Serving: an engine runs one fused iteration over all its resident models (roofline
     over the union of their work; one shared KV cache). Dispatch: the model's engine
-    with the fewest outstanding requests (ties: lowest id).
+    with the fewest outstanding requests (ties: lowest id), found in O(log engines)
+    through per-model load heaps (:meth:`_RequestLevel._index`; the engines notify at
+    each iteration boundary), not by a scan of the model's replicas.
     """
 
     def __init__(
@@ -369,11 +407,19 @@ class Multiplexed(_RequestLevel):
                     load[j] += w[m] / reps
             for j in range(E):
                 if slots[j]:
-                    inst = sim.new_instance(sorted(slots[j]), k, warm=True)
+                    inst = sim.new_instance(sorted(slots[j]), k, warm=True, notify=True)
                     assert inst is not None
                     self.placement.append(sorted(slots[j]))
                     for m in slots[j]:
                         self.engines[m].append(inst)
+                    self._index(inst)
+        self._indexed = True
+
+    def on_wake(self, worker: Any) -> None:
+        """Re-index an engine at each iteration boundary (requests may have finished)."""
+        if isinstance(worker, EngineInstance):
+            self._index(worker)
+        super().on_wake(worker)
 
     def on_arrival(self, rid: int, model: int, prompt: int, output: int) -> None:
         """Least-loaded engine hosting ``model``; drop if none hosts it."""
@@ -382,6 +428,7 @@ class Multiplexed(_RequestLevel):
             self.sim.drop(rid, "model_does_not_fit")
             return
         self.sim.dispatch(inst, rid, model, prompt, output)
+        self._index(inst)
 
     def on_requeue(self, entries: list[Entry]) -> None:
         """Re-queue on another engine hosting the model, else drop (``no_capacity``)."""
@@ -391,6 +438,7 @@ class Multiplexed(_RequestLevel):
                 self.sim.drop(e[0], "no_capacity")
             else:
                 self._send(inst, e)
+                self._index(inst)
 
     def stats(self) -> dict[str, Any]:
         """Placement (models per engine)."""
