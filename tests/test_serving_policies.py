@@ -30,7 +30,7 @@ from clustersim.serving import (
     synthetic_market,
     tail_share,
 )
-from clustersim.serving.elastic import Autoscaled, Multiplexed
+from clustersim.serving.elastic import Autoscaled, Multiplexed, Serverless
 from clustersim.serving.policies import ServingPolicy, register_serving_policy
 
 POLICIES = ["dedicated", "serverless", "multiplexed", "token_pooled", "hybrid_pooled", "autoscaled"]
@@ -221,20 +221,32 @@ class _LinearMultiplexed(Multiplexed):
         self._indexed = False
 
 
+class _LinearServerless(Serverless):
+    """Serverless with the O(engines) least-loaded scan instead of the load heaps."""
+
+    def setup(self, sim: Any) -> None:
+        super().setup(sim)
+        self._indexed = False
+
+
+LINEAR = {"multiplexed": _LinearMultiplexed, "serverless": _LinearServerless}
+
+
 @settings(max_examples=8, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
+    policy=st.sampled_from(sorted(LINEAR)),
     seed=st.integers(0, 10_000),
     gpus=st.integers(8, 40),
     rate=st.floats(5.0, 60.0),
     horizon=st.sampled_from([None, 20.0]),
 )
-def test_multiplexed_load_heaps_equal_linear_scan(
-    seed: int, gpus: int, rate: float, horizon: float | None
+def test_load_heaps_equal_linear_scan(
+    policy: str, seed: int, gpus: int, rate: float, horizon: float | None
 ) -> None:
     # the per-model load heaps must pick exactly the engine a full scan picks
     mk = _small_market(seed, n_models=6, rate=rate, dur=40.0)
-    a = simulate(mk, "multiplexed", gpus=gpus, horizon=horizon)
-    b = simulate(mk, _LinearMultiplexed(), gpus=gpus, horizon=horizon)
+    a = simulate(mk, policy, gpus=gpus, horizon=horizon)
+    b = simulate(mk, LINEAR[policy](), gpus=gpus, horizon=horizon)
     assert np.array_equal(a.served_by, b.served_by)
     assert np.array_equal(a.first_token, b.first_token, equal_nan=True)
     assert np.array_equal(a.finish, b.finish, equal_nan=True)
@@ -248,5 +260,16 @@ def test_multiplexed_load_heaps_choose_among_replicas() -> None:
     replicas = np.bincount([m for p in a.extra["placement"] for m in p])
     assert replicas.max() >= 3  # the choice among engines is exercised
     assert len(np.unique(a.served_by)) > len(a.extra["placement"]) // 2
+    assert np.array_equal(a.served_by, b.served_by)
+    assert np.array_equal(a.finish, b.finish, equal_nan=True)
+
+
+def test_serverless_load_heaps_with_scale_out_and_reclaim() -> None:
+    # low scale-out threshold: several engines per model; a small pool: engines are
+    # reclaimed for other models, so stale heap entries of reloaded engines are skipped
+    mk = _small_market(5, n_models=6, rate=20.0, dur=40.0)
+    a = simulate(mk, "serverless", gpus=6, scale_out_at=2)
+    b = simulate(mk, _LinearServerless(scale_out_at=2), gpus=6)
+    assert a.extra["switches"] > 0 and a.extra["cold_starts"] > 6
     assert np.array_equal(a.served_by, b.served_by)
     assert np.array_equal(a.finish, b.finish, equal_nan=True)

@@ -73,7 +73,7 @@ class _RequestLevel(ServingPolicy):
         self._lheap: list[list[tuple[int, int]]] = [[] for _ in range(nm)]
 
     # -- helpers -------------------------------------------------------------------
-    _indexed = False  # engines notify and loads are kept in per-model heaps (multiplexed)
+    _indexed = False  # loads kept in per-model heaps (multiplexed, serverless)
 
     def _index(self, inst: EngineInstance) -> None:
         """Record ``inst``'s outstanding count in the load heaps of its models.
@@ -100,8 +100,8 @@ class _RequestLevel(ServingPolicy):
             while h:
                 low, iid = h[0]
                 inst = workers.get(iid)
-                if not isinstance(inst, EngineInstance):  # stopped
-                    heapq.heappop(h)
+                if not isinstance(inst, EngineInstance) or model not in inst.models:
+                    heapq.heappop(h)  # stopped, or reloaded with another model
                     continue
                 cur = inst.outstanding()
                 if cur == low:
@@ -125,6 +125,14 @@ class _RequestLevel(ServingPolicy):
             self.sim.dispatch(inst, rid, m, prompt, rem + 1)
         else:
             inst.enqueue(self.sim.now, rid, m, prompt, rem, t_first, gen)
+        if self._indexed:
+            self._index(inst)
+
+    def on_wake(self, worker: Any) -> None:
+        """Re-index an engine at each iteration boundary (requests may have finished)."""
+        if self._indexed and isinstance(worker, EngineInstance):
+            self._index(worker)
+        super().on_wake(worker)
 
     def _hold(self, e: Entry) -> None:
         m = e[1]
@@ -167,7 +175,8 @@ class Serverless(_RequestLevel):
     Rule, in the order applied on each arrival of model ``m``:
 
     1. if ``m`` has engines (loading or ready): queue on the one with the fewest
-       outstanding requests (ties: lowest id); if that engine already has
+       outstanding requests (ties: lowest id; per-model load heaps, see
+       :meth:`_RequestLevel._index`); if that engine already has
        ``>= scale_out_at`` outstanding requests and the pool has ``tp[m]`` free devices,
        start one more engine for ``m`` first and queue there instead;
     2. else cold start: allocate ``tp[m]`` free devices, or, if the pool is full,
@@ -199,6 +208,7 @@ class Serverless(_RequestLevel):
         """Start with no engines."""
         super().setup(sim)
         self.cache = _HostCache(self.host_cache_bytes)
+        self._indexed = True
 
     def _tier(self, m: int) -> str:
         size = self.sim.market.models[m].spec.weight_bytes
@@ -209,6 +219,7 @@ class Serverless(_RequestLevel):
         if inst is not None:
             self.engines[m].append(inst)
             self.cold_starts += 1
+            self._index(inst)
         return inst
 
     def _reclaim_for(self, m: int) -> EngineInstance | None:
@@ -240,6 +251,7 @@ class Serverless(_RequestLevel):
         t_load = sim.load_seconds(m, self.tp[m], self._tier(m))
         e.reload(now, [m], now + t_load)
         self.engines[m].append(e)
+        self._index(e)
         self.idle_since.pop(e.iid, None)
         self.switches += 1
         self.cold_starts += 1
@@ -415,12 +427,6 @@ class Multiplexed(_RequestLevel):
                     self._index(inst)
         self._indexed = True
 
-    def on_wake(self, worker: Any) -> None:
-        """Re-index an engine at each iteration boundary (requests may have finished)."""
-        if isinstance(worker, EngineInstance):
-            self._index(worker)
-        super().on_wake(worker)
-
     def on_arrival(self, rid: int, model: int, prompt: int, output: int) -> None:
         """Least-loaded engine hosting ``model``; drop if none hosts it."""
         inst = self._least_loaded(model)
@@ -438,7 +444,6 @@ class Multiplexed(_RequestLevel):
                 self.sim.drop(e[0], "no_capacity")
             else:
                 self._send(inst, e)
-                self._index(inst)
 
     def stats(self) -> dict[str, Any]:
         """Placement (models per engine)."""
