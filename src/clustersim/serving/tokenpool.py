@@ -229,6 +229,7 @@ class DecodeWorker:
         self.prefetch: tuple[int, float] | None = None
         self.joins: list[Join] = []
         self.waiting: deque[Join] = deque()
+        self._wait_bytes: float | None = None  # KV bytes of ``waiting`` (None: stale)
         self.reserved = 0.0
         self.inbound = 0.0  # KV bytes of handed-off sequences still in transit
         self.busy = 0.0
@@ -275,7 +276,12 @@ class DecodeWorker:
 
     def backlog(self) -> float:
         """KV bytes promised beyond the resident batches: in transit plus waiting."""
-        w = sum(e[2] * self.pol.cost(e[1], self.tp).kv_bytes_per_token for e in self.waiting)
+        w = self._wait_bytes
+        if w is None:  # recomputed once per change of the queue, in queue order
+            cost, tp = self.pol.cost, self.tp
+            w = self._wait_bytes = sum(
+                e[2] * cost(e[1], tp).kv_bytes_per_token for e in self.waiting
+            )
         return self.inbound + w
 
     def round_time_with(self, model: int, ctx: int) -> float:
@@ -312,6 +318,7 @@ class DecodeWorker:
         self.advance_to(t)
         if self.waiting or not self.has_room(e[1], e[2]):
             self.waiting.append(e)
+            self._wait_bytes = None
             return
         self._admit(t, e)
         if self.mode == IDLE:
@@ -377,6 +384,7 @@ class DecodeWorker:
         # admit KV-blocked sequences (FIFO)
         while self.waiting and self.has_room(self.waiting[0][1], self.waiting[0][2]):
             e = self.waiting.popleft()
+            self._wait_bytes = None
             if e[5] > 0 and e[4] >= 0 and self.pol.swapped.pop(e[0], False):
                 self.swap_debt += (
                     e[2] * self.pol.cost(e[1], self.tp).kv_bytes_per_token / (self.pol.pcie_bw)
@@ -492,6 +500,7 @@ class DecodeWorker:
         self.waiting.appendleft(
             (rid, b.model, ctx_now, remaining, float(sim.first_token[rid]), gen, t_last)
         )
+        self._wait_bytes = None
 
     def _post(self) -> None:
         self.version += 1
