@@ -267,7 +267,13 @@ class DecodeWorker:
             if b.B + joining >= self.sim.perf.max_num_seqs:
                 return False
         kv = self.pol.cost(model, self.tp).kv_bytes_per_token
-        return self.kv_used() + extra + (ctx + 1) * kv + self.growth() <= self.kv_cap
+        # kv_used() and growth() in one pass (same sums, same order of additions)
+        used = grow = 0.0
+        for bb in self.batches.values():
+            kt = bb.kv_tok
+            used += bb.C * kt
+            grow += bb.B * kt
+        return self.reserved + used + extra + (ctx + 1) * kv + grow <= self.kv_cap
 
     def can_take(self, model: int, ctx: int) -> bool:
         """Hand-off test: no KV-blocked sequence waits here (a newcomer would queue
@@ -876,14 +882,22 @@ class TokenPooled(ServingPolicy):
             w.advance_to(t)
         live = [w for w in dws if not w.draining] or dws
         limit = self.margin * self.sim.slo.tbt
+        # fast path, same result: the preferred set (room, round within the target, a
+        # batch of the model running) only contains workers already running the model
+        same: list[tuple[float, DecodeWorker]] = []
+        for w in live:
+            b = w.batches.get(model)
+            if b is not None and b.B > 0 and w.can_take(model, ctx):
+                r = w.round_time_with(model, ctx)
+                if r <= limit:
+                    same.append((r, w))
+        if same:
+            return min(same, key=lambda x: (x[0], x[1].iid))[1]
         fit: list[tuple[float, DecodeWorker]] = []
         for w in live:
             if w.can_take(model, ctx):
                 fit.append((w.round_time_with(model, ctx), w))
         ok = [(r, w) for r, w in fit if r <= limit]
-        same = [(r, w) for r, w in ok if model in w.batches and w.batches[model].B > 0]
-        if same:
-            return min(same, key=lambda x: (x[0], x[1].iid))[1]
         if ok:
             return min(ok, key=lambda x: (x[0], x[1].iid))[1]
         if fit:
