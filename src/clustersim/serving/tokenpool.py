@@ -60,6 +60,7 @@ class PrefillWorker:
         self.iid = -1
         self.version = 0
         self.queue: deque[list[Any]] = deque()  # [model, entries(list), est_seconds]
+        self.open: dict[int, int] = {}  # model -> queued groups of it not yet full
         self.group: list[Any] | None = None
         self.gi = 0
         self.cur = -1
@@ -90,11 +91,16 @@ class PrefillWorker:
         self.advance_to(t)
         est = self.pol.prefill_seconds(model, prompt, self.tp)
         g = self.pol.find_group(self, model)
+        full = self.pol.max_group
         if g is None:
             sw = self.pol.switch_seconds(model, self.tp) if self._last_model() != model else 0.0
             g = [model, [], sw]
             self.queue.append(g)
             self.queued_work += sw
+            if full > 1:
+                self.open[model] = self.open.get(model, 0) + 1
+        elif g is not self.group and len(g[1]) + 1 == full:
+            self.open[model] -= 1  # a queued group fills up
         g[1].append((rid, prompt, output, t))
         self.queued_work += est
         if self.mode == IDLE:
@@ -153,6 +159,8 @@ class PrefillWorker:
                 self.queued_work = 0.0
                 return
             self.group = self.queue.popleft()
+            if len(self.group[1]) < self.pol.max_group:
+                self.open[self.group[0]] -= 1  # leaves the queue not full
             self.queued_work = max(0.0, self.queued_work - self.group[2])
             if self.group[0] == self.cur:
                 self._maybe_prefetch(t)
@@ -847,6 +855,8 @@ class TokenPooled(ServingPolicy):
             if g is not None and g[0] == model and len(g[1]) < self.max_group:
                 target, self._join = w, g
                 break
+            if not w.open.get(model):  # no queued group of the model with room here
+                continue
             for q in w.queue:
                 if q[0] == model and len(q[1]) < self.max_group:
                     target, self._join = w, q
