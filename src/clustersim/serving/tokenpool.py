@@ -784,7 +784,9 @@ class TokenPooled(ServingPolicy):
           (Halfin & Whitt 1981; the classic call-centre staffing rule). Small sub-pools
           — e.g. the decode workers rotating many cold models — get relatively more
           headroom than under a proportional split, large ones less.
-        * ``staffing="proportional"`` (the earlier rule): ``x = R * gpus / sum(k * R)``.
+        * ``staffing="proportional"``: ``x = R * gpus / sum(k * R)`` — the targets of the
+          earlier rule (which rounded per class first, then split each class into
+          prefill and decode; that two-step rounding is gone).
 
         If the pool is smaller than the offered load both rules fall back to the
         proportional one. Integer workers: every sub-pool starts with one; then, one
