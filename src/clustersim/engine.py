@@ -694,9 +694,10 @@ class Engine:
             down = self.state.down
             for n in give:
                 self._held_set.discard(n)
-                self._held_devices -= sum(1 for d in c.node_devices(n) if d in down)
+                downs = [d for d in c.node_devices(n) if d in down]
+                self._held_devices -= len(downs)
                 if self._up_at.get(n, -1.0) <= now:  # not also down for repair
-                    back.extend(d for d in c.node_devices(n) if d in self.state.down)
+                    back.extend(downs)
             if back:
                 self.state.set_up(back)
         self._pass_pending = True

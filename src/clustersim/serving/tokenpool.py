@@ -254,13 +254,22 @@ class DecodeWorker:
         """End of the current run/switch (``inf`` when idle)."""
         return self.t_end if self.mode != IDLE else math.inf
 
+    def _footprint(self) -> tuple[float, float]:
+        """KV bytes of the resident batches and what one step of each adds, in one pass."""
+        used = grow = 0.0
+        for b in self.batches.values():
+            kt = b.kv_tok
+            used += b.C * kt
+            grow += b.B * kt
+        return used, grow
+
     def kv_used(self) -> float:
         """KV bytes of all resident batches plus joins waiting for the step boundary."""
-        return self.reserved + sum(b.C * b.kv_tok for b in self.batches.values())
+        return self.reserved + self._footprint()[0]
 
     def growth(self) -> float:
         """KV bytes one step of every batch adds (upper bound for admission)."""
-        return sum(b.B * b.kv_tok for b in self.batches.values())
+        return self._footprint()[1]
 
     def active(self) -> list[int]:
         """Models with running sequences, in rotation order."""
@@ -275,12 +284,7 @@ class DecodeWorker:
             if b.B + joining >= self.sim.perf.max_num_seqs:
                 return False
         kv = self.pol.cost(model, self.tp).kv_bytes_per_token
-        # kv_used() and growth() in one pass (same sums, same order of additions)
-        used = grow = 0.0
-        for bb in self.batches.values():
-            kt = bb.kv_tok
-            used += bb.C * kt
-            grow += bb.B * kt
+        used, grow = self._footprint()
         return self.reserved + used + extra + (ctx + 1) * kv + grow <= self.kv_cap
 
     def can_take(self, model: int, ctx: int) -> bool:
