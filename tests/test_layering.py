@@ -29,6 +29,17 @@ def test_only_engine_imports_simpy() -> None:
     assert "simpy" in imports(SRC / "engine.py")
 
 
+def test_only_the_serving_fast_path_imports_numba() -> None:
+    fast = SRC / "serving" / "fastpath.py"
+    offenders = [
+        p.relative_to(SRC)
+        for p in SRC.rglob("*.py")
+        if p != fast and any(m.split(".")[0] == "numba" for m in imports(p))
+    ]
+    assert offenders == []
+    assert any(m.split(".")[0] == "numba" for m in imports(fast))
+
+
 def test_schedulers_never_import_engine_or_simpy() -> None:
     for p in (SRC / "schedulers").rglob("*.py"):
         mods = imports(p)

@@ -142,3 +142,36 @@ def test_servegen_rate_mismatch_draws_more_chunks() -> None:
     t, _ = servegen_arrivals([c], np.random.default_rng(3), start=0.0, end=600.0)
     assert len(t) == pytest.approx(6000, rel=0.05)
     assert np.all(np.diff(t) >= 0) and t.max() < 600.0
+
+
+def test_compiled_kernel_equals_interpreted(monkeypatch: pytest.MonkeyPatch) -> None:
+    # one kernel source, two modes: numba-compiled (maxima folded in the kernel, work
+    # arrays reused across streams) and interpreted (vectorised maxima) agree bit for bit
+    from clustersim.serving import fastpath
+
+    if not fastpath.jit_enabled():
+        pytest.skip("numba is not installed: only the interpreted kernel exists here")
+    jobs = _jobs(4, 250, 11, kv_tokens=5000)
+    jobs.append(_jobs(1, 40, 12)[0])  # a shorter stream after longer ones: reused arrays
+    comp = [run_stream(*j) for j in jobs]
+    forked = run_streams(jobs, 2)
+    assert sum(int(r.preemptions.sum()) for r in comp) > 0
+    monkeypatch.setattr(fastpath, "_JIT", False)
+    assert not fastpath.jit_enabled()
+    interp = [run_stream(*j) for j in jobs]
+    for a, b, c in zip(comp, interp, forked, strict=True):
+        for f in FIELDS:
+            assert np.array_equal(getattr(a, f), getattr(b, f), equal_nan=True), f
+            assert np.array_equal(getattr(a, f), getattr(c, f), equal_nan=True), f
+        assert a.busy == b.busy == c.busy
+
+
+def test_jit_switch_off_by_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    from clustersim.serving import fastpath
+
+    monkeypatch.setattr(fastpath, "_JIT", None)
+    monkeypatch.setenv("CLUSTERSIM_JIT", "0")
+    assert not fastpath.jit_enabled()
+    (c, p, tbt, cap, arr, pr, out, _h) = _jobs(1, 50, 2)[0]
+    r = run_stream(c, p, tbt, cap, arr, pr, out)
+    assert np.all(np.isfinite(r.finish))

@@ -5,10 +5,15 @@ When requests are assigned to engines by a rule that does not look at engine sta
 and can be replayed on its own. :func:`run_stream` does exactly what
 :class:`~clustersim.serving.instance.EngineInstance` does for a single resident model
 (same scheduling rule, same closed-form runs, same floating-point expressions — a
-test checks bit-identical results) but keeps all state in local variables and C
-arrays (``array.array``: no Python object per request survives the loop, so the
-results reach numpy without a conversion pass); the per-request SLO maxima are
-computed after the loop, vectorised. :func:`run_streams` spreads engines over worker
+test checks bit-identical results) with all state in local variables and flat arrays.
+
+The loop (:func:`_stream_kernel`) is written in the subset of Python that numba
+compiles, and it runs compiled when numba is installed (a core dependency; the
+compiled code is cached on disk; ``CLUSTERSIM_JIT=0`` switches it off). The same
+source also runs as plain Python, on ``array.array`` / list containers, and gives
+bit-identical results (tested): interpreted, per-request SLO maxima are computed after
+the loop, vectorised; compiled, in one pass inside the kernel, with the work arrays
+reused from one stream to the next. :func:`run_streams` spreads engines over worker
 processes: with ``fork`` the workers inherit the inputs and write their results into
 one shared anonymous memory map (nothing is pickled), and the calling process runs
 one share itself.
@@ -16,19 +21,20 @@ one share itself.
 
 from __future__ import annotations
 
-import heapq
 import math
 import mmap
 import multiprocessing as mp
+import os
 import sys
 import traceback
 from array import array
-from bisect import bisect_left, bisect_right
-from collections import deque
-from collections.abc import Sequence
+from bisect import bisect_right
+from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
-from typing import Any
+from heapq import heapify, heappop, heappush
+from math import sqrt
+from typing import Any, TypeVar
 
 import numpy as np
 
@@ -38,6 +44,19 @@ from clustersim.serving.perf import _NEVER, ModelCost, PerfParams
 __all__ = ["StreamJob", "StreamResult", "run_stream", "run_streams"]
 
 _WATERMARK = 0.01
+
+_F = TypeVar("_F", bound=Callable[..., Any])
+
+
+def register_jitable(fn: _F) -> _F:
+    """Mark ``fn`` as callable from the compiled kernel (numba); as Python it is unchanged."""
+    try:
+        from numba.extending import register_jitable as jitable
+    except ImportError:  # pragma: no cover - numba missing: everything runs interpreted
+        return fn
+    jitable(fn)  # registers an overload; returns fn itself
+    return fn
+
 
 StreamJob = tuple[ModelCost, PerfParams, float, float, np.ndarray, np.ndarray, np.ndarray, float]
 """``(cost, perf, tbt, kv_cap, arrival, prompt, output, horizon)``: one :func:`run_stream`."""
@@ -59,6 +78,7 @@ def _as_list(x: Sequence[Any] | np.ndarray) -> list[Any]:
     return x.tolist() if isinstance(x, np.ndarray) else list(x)
 
 
+@register_jitable
 def _steps_within(
     dt: float, c0: float, c1: float, d0: float, d1: float, n0: int, t0x: float, e0: float
 ) -> int:
@@ -69,7 +89,6 @@ def _steps_within(
     """
     if dt <= 0:
         return 0
-    sqrt = math.sqrt
     if c1 <= 1e-18:
         kk = int(dt / c0)
     else:
@@ -106,6 +125,35 @@ def _steps_within(
         kk = k1
 
 
+_JIT: Any = None  # None: not decided yet; False: interpreted; else the compiled kernel
+
+
+def jit_enabled() -> bool:
+    """Whether the fast path runs compiled (numba installed and ``CLUSTERSIM_JIT`` not ``0``)."""
+    return _jit_kernel() is not None
+
+
+def _jit_kernel() -> Callable[..., Any] | None:
+    """The numba-compiled :func:`_stream_kernel`, or None (compiled once, cached on disk)."""
+    global _JIT
+    if _JIT is None:
+        _JIT = False
+        if os.environ.get("CLUSTERSIM_JIT", "1") != "0":
+            try:
+                from numba import njit
+            except ImportError:  # pragma: no cover - exercised where numba is absent
+                pass
+            else:
+                _JIT = njit(cache=True, nogil=True)(_stream_kernel)
+    return _JIT or None
+
+
+def _warm_up(job: StreamJob) -> None:
+    """Compile the kernel now (one request of ``job``'s engine) if it runs compiled."""
+    if _jit_kernel() is not None:
+        run_stream(*job[:4], [0.0], [1], [2])
+
+
 def run_stream(
     cost: ModelCost,
     perf: PerfParams,
@@ -119,40 +167,181 @@ def run_stream(
     """Replay one engine's requests (sorted by arrival; every one must fit the KV cache).
 
     ``kv_cap``: KV bytes of the engine; requests arriving after ``horizon`` are ignored
-    and the engine stops at ``horizon`` (work in progress stays unfinished).
+    and the engine stops at ``horizon`` (work in progress stays unfinished). Runs the
+    compiled kernel when numba is available (see :func:`jit_enabled`), else the same
+    kernel as Python; both give bit-identical results.
     """
+    n = len(arrival)
+    if _jit_kernel() is not None:
+        out = (
+            np.full(n, math.nan),
+            np.full(n, math.nan),
+            np.full(n, math.nan),
+            np.full(n, math.nan),
+            np.zeros(n, dtype=np.int16),
+        )
+        busy = _run_compiled(cost, perf, tbt, kv_cap, arrival, prompt, output, horizon, out)
+        return StreamResult(*out, busy)
     arr = _as_list(arrival)
-    prm = _as_list(prompt)
-    outp = _as_list(output)
-    n = len(arr)
-    inf = math.inf
-    nan = math.nan
     n_in = bisect_right(arr, horizon)  # arrivals after the horizon are ignored
     arr = arr[:n_in]
-    arr.append(inf)  # sentinel: no arrival left
-    hz = horizon if horizon < inf else sys.float_info.max
-    # per-request outputs (C arrays: no Python float objects kept alive)
-    first = array("d", [nan]) * n
-    fin = array("d", [nan]) * n
-    lagv = array("d", [nan]) * n  # set here only for requests finished by a prefill
-    gapv = array("d", [nan]) * n
+    arr.append(math.inf)  # sentinel: no arrival left
+    # C arrays: no Python float object per request is kept alive
+    first = array("d", [math.nan]) * n
+    fin = array("d", [math.nan]) * n
+    lagv = array("d", [math.nan]) * n
+    gapv = array("d", [math.nan]) * n
     npre = array("h", [0]) * n
-    s_end = array("q", [-1]) * n  # step count when it finished decoding (-1: not by decode)
-    # per-request state of running sequences
-    s_adm = array("q", [0]) * n  # step counter at (re)admission
-    cs = [0] * n  # cached tokens at (re)admission minus s_adm: ctx = cs + S
-    base = array("d", [0.0]) * n  # lag base: t_first + (gen - s_adm) * tbt
-    pgap = array("d", [0.0]) * n  # gap before its first step after (re)admission
-    fs, fc, mw, mc = cost.f_seq, cost.f_ctx, cost.m_w, cost.m_ctx
-    cf, ct = cost.comm_fixed, cost.comm_tok
-    kv = cost.kv_bytes_per_token
-    ovh = perf.iteration_overhead
-    max_seqs = perf.max_num_seqs
-    budget = perf.max_batched_tokens
+    r_hi = array("q", [-1]) * n
+    r_lo = array("q", [0]) * n
+    base = array("d", [0.0]) * n
+    pgap = array("d", [0.0]) * n
+    s_adm = array("q", [0]) * n
+    cs = [0] * n
+    prm, outp = _as_list(prompt), _as_list(output)
+    scal = _scalars(cost, perf, tbt, kv_cap, horizon)
+    busy, rl, rg, fp_id, fp_lag, fp_gap = _stream_kernel(
+        arr, prm, outp, first, fin, lagv, gapv, npre, s_adm, r_lo, r_hi, cs, base, pgap, False,
+        *scal,
+    )  # fmt: skip
+    lag_a = np.frombuffer(lagv, dtype=np.float64) if n else np.zeros(0)
+    gap_a = np.frombuffer(gapv, dtype=np.float64) if n else np.zeros(0)
+    if n:
+        _finish(
+            lag_a,
+            gap_a,
+            np.frombuffer(r_lo, dtype=np.int64),
+            np.frombuffer(r_hi, dtype=np.int64),
+            np.frombuffer(base, dtype=np.float64),
+            np.frombuffer(pgap, dtype=np.float64),
+            rl,
+            rg,
+            fp_id,
+            fp_lag,
+            fp_gap,
+        )
+        return StreamResult(
+            np.frombuffer(first, dtype=np.float64),
+            np.frombuffer(fin, dtype=np.float64),
+            lag_a,
+            gap_a,
+            np.frombuffer(npre, dtype=np.int16),
+            busy,
+        )
+    z = np.zeros(0)
+    return StreamResult(z, z.copy(), lag_a, gap_a, np.zeros(0, dtype=np.int16), busy)
+
+
+def _scalars(
+    cost: ModelCost, perf: PerfParams, tbt: float, kv_cap: float, horizon: float
+) -> tuple[float, float, float, float, float, float, float, float, int, int, float, float, float]:
+    """The kernel's scalar arguments, with fixed types (one compiled specialisation)."""
+    if not isinstance(kv_cap, (int, float)):
+        raise TypeError(f"kv_cap must be a number, got {type(kv_cap).__name__}")
+    return (
+        float(cost.f_seq),
+        float(cost.f_ctx),
+        float(cost.m_w),
+        float(cost.m_ctx),
+        float(cost.comm_fixed),
+        float(cost.comm_tok),
+        float(cost.kv_bytes_per_token),
+        float(perf.iteration_overhead),
+        int(perf.max_num_seqs),
+        int(perf.max_batched_tokens),
+        float(kv_cap),
+        float(tbt),
+        float(horizon if horizon < math.inf else sys.float_info.max),
+    )
+
+
+_SCRATCH: list[np.ndarray] = []  # per-process work arrays of the compiled kernel, reused
+
+
+def _run_compiled(
+    cost: ModelCost,
+    perf: PerfParams,
+    tbt: float,
+    kv_cap: float,
+    arrival: Sequence[float] | np.ndarray,
+    prompt: Sequence[int] | np.ndarray,
+    output: Sequence[int] | np.ndarray,
+    horizon: float,
+    out: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray],
+) -> float:
+    """One stream through the compiled kernel, writing into ``out`` (first, finish, lag,
+    gap, preemptions; NaN / 0 filled); returns the busy time.
+
+    The work arrays are kept per process and reused (fresh memory costs a page fault
+    per 4 KiB, which dominates a day's replay on some machines).
+    """
+    kernel = _jit_kernel()
+    assert kernel is not None
+    n = len(arrival)
+    a = np.asarray(arrival, dtype=np.float64)
+    n_in = int(np.searchsorted(a, horizon, side="right"))
+    if not _SCRATCH or len(_SCRATCH[0]) < n + 1:
+        size = max(n + 1, 2 * len(_SCRATCH[0]) if _SCRATCH else 0)
+        _SCRATCH[:] = [np.empty(size, dtype=np.int64) for _ in range(6)]
+        _SCRATCH.extend(np.empty(size) for _ in range(3))
+    prm, outp, s_adm, r_lo, r_hi, cs, base, pgap = (x[:n] for x in _SCRATCH[:8])
+    arr = _SCRATCH[8][: n_in + 1]
+    arr[:n_in] = a[:n_in]
+    arr[n_in] = math.inf  # sentinel: no arrival left
+    prm[:] = prompt
+    outp[:] = output
+    for x in (s_adm, r_lo, cs):
+        x[:] = 0
+    r_hi[:] = -1
+    base[:] = 0.0
+    pgap[:] = 0.0
+    scal = _scalars(cost, perf, tbt, kv_cap, horizon)
+    res = kernel(arr, prm, outp, *out, s_adm, r_lo, r_hi, cs, base, pgap, True, *scal)
+    return float(res[0])
+
+
+def _stream_kernel(
+    arr: Any,
+    prm: Any,
+    outp: Any,
+    first: Any,
+    fin: Any,
+    lagv: Any,
+    gapv: Any,
+    npre: Any,
+    s_adm: Any,
+    r_lo: Any,
+    r_hi: Any,
+    cs: Any,
+    base: Any,
+    pgap: Any,
+    fold: bool,
+    fs: float,
+    fc: float,
+    mw: float,
+    mc: float,
+    cf: float,
+    ct: float,
+    kv: float,
+    ovh: float,
+    max_seqs: int,
+    budget: int,
+    kv_cap: float,
+    tbt: float,
+    hz: float,
+) -> tuple[float, np.ndarray, np.ndarray, list[int], list[float], list[float]]:
+    """The event loop of one engine: :class:`~clustersim.serving.instance.EngineInstance`
+    for a single resident model, in locals.
+
+    Written in the subset of Python that numba compiles (one source for both modes):
+    the containers it is given are numpy arrays when compiled and ``array.array`` /
+    lists when interpreted. ``arr`` ends with an ``inf`` sentinel. Writes the per-request
+    outputs in place and returns ``busy``, the decode-run records ``(position, Lambda,
+    gap)`` and the carried lag/gap maxima ``(rid, lag, gap)`` of preempted sequences.
+    """
+    n = len(fin)
+    inf = math.inf
     cap_adm = kv_cap * (1.0 - _WATERMARK)
-    heappush = heapq.heappush
-    heappop = heapq.heappop
-    sqrt = math.sqrt
     M = n + 1  # heap key of a running sequence: finish step * M + rid
     mode = 0  # 0 idle, 1 prefill, 2 decode
     te = inf
@@ -165,31 +354,33 @@ def run_stream(
     B = 0
     C = 0
     busy = 0.0
-    heap: list[int] = []
-    new: list[int] = []  # admitted, no decode step run yet ...
-    new_t: list[float] = []  # ... and the time of their latest token
-    # per decode run: step position and Lambda / gap value at its first and last step
-    rp = array("q")
-    rl = array("d")
-    rg = array("d")
-    rp_add = rp.append
-    rl_add = rl.append
-    rg_add = rg.append
+    heap = [0][:0]  # typed empty list (numba infers element types from the literal)
+    new = [0][:0]  # admitted, no decode step run yet ...
+    new_t = [0.0][:0]  # ... and the time of their latest token
+    # per decode run: Lambda and gap value at its first and last step
+    rl = [0.0][:0]
+    rg = [0.0][:0]
     last_step_end = -1.0  # < 0: no step yet
-    # FCFS queue: preempted requests (rid, L, rem, t_first, gen) first, then the fresh
-    # arrivals wq .. p-1 (fresh requests are queued and admitted in arrival order)
-    preq: deque[tuple[int, int, int, float, int]] = deque()
+    # FCFS queue: preempted requests (rid, L, rem, t_first, gen) first (a stack: the
+    # latest preempted is served first), then the fresh arrivals wq .. p-1 (queued and
+    # admitted in arrival order)
+    preq = [(0, 0, 0, 0.0, 0)][:0]
     wq = 0
     pf0 = pf1 = 0  # fresh requests in the prefill in progress
-    pf_res: list[tuple[int, int, int, float, int]] = []  # resumed ones in it
+    pf_res = [(0, 0, 0, 0.0, 0)][:0]  # resumed ones in it
     # admission order for LIFO preemption: a fresh request's key is (rid, 0); a
     # re-admitted one gets (last fresh rid admitted before it, counter)
-    readm: dict[int, tuple[int, int]] = {}
+    readm = {0: (0, 0)}
+    readm.clear()
     n_readm = 0
-    final_prior: dict[int, tuple[float, float]] = {}
-    prior: dict[int, tuple[float, float]] = {}
-    preempt_lag: dict[int, tuple[float, float]] = {}
-    last_tok: dict[int, float] = {}
+    final_prior = {0: (0.0, 0.0)}
+    final_prior.clear()
+    prior = {0: (0.0, 0.0)}
+    prior.clear()
+    preempt_lag = {0: (0.0, 0.0)}
+    preempt_lag.clear()
+    last_tok = {0: 0.0}
+    last_tok.clear()
     p = 0
     ta = arr[0]
     while True:
@@ -199,29 +390,36 @@ def run_stream(
             t = te
             if mode == 1:  # a prefill ends
                 busy += t - seg_t0
-                if pf_res:
+                if len(pf_res):
                     hi_fresh = pf0 - 1
                     for rid, L, rem, t_first, gen in pf_res:
-                        tr = last_tok.pop(rid, t)
-                        pr = preempt_lag.pop(rid, None)
+                        tr = t
+                        if rid in last_tok:
+                            tr = last_tok[rid]
+                            del last_tok[rid]
+                        has_pr = rid in preempt_lag
+                        if has_pr:
+                            pr = preempt_lag[rid]
+                            del preempt_lag[rid]
                         if rem <= 0:
                             fin[rid] = t
-                            lagv[rid] = pr[0] if pr else -inf
-                            gapv[rid] = pr[1] if pr else 0.0
+                            lagv[rid] = pr[0] if has_pr else -inf
+                            gapv[rid] = pr[1] if has_pr else 0.0
                             continue
                         base[rid] = t_first + (gen - S) * tbt
-                        if pr is not None:
+                        if has_pr:
                             prior[rid] = pr
                         heappush(heap, (S + rem) * M + rid)
                         cs[rid] = L - S
                         s_adm[rid] = S
+                        r_lo[rid] = len(rl)
                         n_readm += 1
                         readm[rid] = (hi_fresh, n_readm)
                         B += 1
                         C += L
                         new.append(rid)
                         new_t.append(tr)
-                    pf_res = []
+                    pf_res.clear()
                 tb = t - S * tbt
                 for rid in range(pf0, pf1):
                     first[rid] = t
@@ -236,6 +434,7 @@ def run_stream(
                     L = prm[rid]
                     cs[rid] = L - S
                     s_adm[rid] = S
+                    r_lo[rid] = len(rl)
                     B += 1
                     C += L
                     new.append(rid)
@@ -246,36 +445,34 @@ def run_stream(
                 busy += t - seg_t0
                 t1 = seg_t0 + c0  # == seg_t0 + (max(a_c, a_m) + o): c0 is that sum
                 S0 = S
-                # run record: (position, Lambda, gap) at its first and last step
-                rp_add(S0 + 1)
-                rl_add(t1 - (S0 + 1) * tbt)
-                rg_add(t1 - (last_step_end if last_step_end >= 0.0 else seg_t0))
+                # run records: Lambda and gap at its first and last step (a sequence
+                # admitted at step s has its first record, at step s + 1, at r_lo)
+                rl.append(t1 - (S0 + 1) * tbt)
+                rg.append(t1 - (last_step_end if last_step_end >= 0.0 else seg_t0))
                 if k > 1:
                     x = a_c + b_c * (k - 1)
                     y = a_m + b_m * (k - 1)
-                    rp_add(S0 + k)
-                    rl_add(t - (S0 + k) * tbt)
-                    rg_add((x if x > y else y) + o)
-                if new:
+                    rl.append(t - (S0 + k) * tbt)
+                    rg.append((x if x > y else y) + o)
+                if len(new):
                     tau0 = t1 - seg_t0
-                    for rid, tr in zip(new, new_t, strict=True):
-                        pgap[rid] = (seg_t0 - tr) + tau0
-                    new = []
-                    new_t = []
+                    for j in range(len(new)):
+                        pgap[new[j]] = (seg_t0 - new_t[j]) + tau0
+                    new.clear()
+                    new_t.clear()
                 S = S0 + k
                 C += B * k
                 last_step_end = t
                 lim = (S + 1) * M  # key < lim <=> finishes at step <= S
-                while heap and heap[0] < lim:
+                while len(heap) and heap[0] < lim:
                     rid = heappop(heap) % M
                     B -= 1
                     C -= cs[rid] + S
                     fin[rid] = t
-                    s_end[rid] = S
-                    if prior:
-                        pr = prior.pop(rid, None)
-                        if pr is not None:
-                            final_prior[rid] = pr
+                    r_hi[rid] = len(rl) - 1  # the record of step S
+                    if len(prior) and rid in prior:
+                        final_prior[rid] = prior[rid]
+                        del prior[rid]
         else:
             # an arrival (ta < te, so ta is finite)
             t = ta
@@ -283,7 +480,7 @@ def run_stream(
             p += 1
             ta = arr[p]
             if mode:
-                if mode == 2 and wq == rid and not preq and max_seqs > B:
+                if mode == 2 and wq == rid and not len(preq) and max_seqs > B:
                     L = prm[rid]
                     if C * kv + L * kv + (B * kv + kv) <= cap_adm:
                         # truncate the run after the step in progress: seg_steps_within
@@ -319,22 +516,22 @@ def run_stream(
                 continue
         # ---- plan the next iteration at time t (EngineInstance._plan) ----
         while True:
-            if wq < p or preq:
+            if wq < p or len(preq):
                 used = C * kv
                 growth = B * kv
                 tok = 0
                 nt = 0
                 comp = mem = 0.0
                 oo = ovh
-                while preq:
-                    e = preq[0]
+                while len(preq):
+                    e = preq[-1]
                     L = e[1]
                     need = L * kv
                     if B + nt >= max_seqs or used + need + growth + kv > cap_adm:
                         break
                     if nt and tok + L > budget:
                         break
-                    preq.popleft()
+                    preq.pop()
                     pf_res.append(e)
                     nt += 1
                     used += need
@@ -346,7 +543,7 @@ def run_stream(
                     if nt == 1:
                         mem += mw
                         oo += cf
-                if not preq:
+                if not len(preq):
                     pf0 = wq
                     while wq < p:
                         L = prm[wq]
@@ -388,25 +585,24 @@ def run_stream(
             room = k if kv_free >= kv_step * (k + 1) else int(kv_free // kv_step)
             if room < 1:
                 # preempt the most recently admitted running sequence (vLLM recompute)
-                best = max(heap, key=lambda key: readm.get(key % M) or (key % M, 0))
-                heap.remove(best)
-                heapq.heapify(heap)
+                # (readm.get(rid) or (rid, 0)) is unique per running sequence
+                bi = 0
+                b0 = b1 = 0
+                for j in range(len(heap)):
+                    r = heap[j] % M
+                    k0, k1 = readm.get(r, (r, 0))
+                    if j == 0 or k0 > b0 or (k0 == b0 and k1 > b1):
+                        bi, b0, b1 = j, k0, k1
+                best = heap.pop(bi)
+                heapify(heap)
                 vr = best % M
                 s_i = s_adm[vr]
                 rem_steps = best // M - S
                 ctx_now = cs[vr] + S
                 B -= 1
                 C -= ctx_now
-                if s_i < S:
-                    i = bisect_left(rp, s_i + 1)
-                    lg = max(rl[i:], default=-inf) - base[vr]
-                else:
-                    lg = -inf
-                if s_i + 1 < S:
-                    i = bisect_left(rp, s_i + 2)
-                    gg = max(rg[i:], default=-inf)
-                else:
-                    gg = 0.0
+                lg = _max_from(rl, r_lo[vr]) - base[vr] if s_i < S else -inf
+                gg = _max_from(rg, r_lo[vr] + 1) if s_i + 1 < S else 0.0
                 in_new = vr in new
                 gg = max(gg, 0.0 if in_new else pgap[vr], 0.0)
                 tl = last_step_end if last_step_end >= 0.0 else 0.0
@@ -414,21 +610,22 @@ def run_stream(
                     j = new.index(vr)
                     if s_i == S:
                         tl = new_t[j]
-                    del new[j]
-                    del new_t[j]
+                    new.pop(j)
+                    new_t.pop(j)
                 pgap[vr] = 0.0
-                old = prior.pop(vr, None)
-                if old is not None:
+                if vr in prior:
+                    old = prior[vr]
+                    del prior[vr]
                     lg = max(lg, old[0])
                     gg = max(gg, old[1])
                 npre[vr] += 1
-                prev_pl = preempt_lag.get(vr)
-                if prev_pl is not None:
+                if vr in preempt_lag:
+                    prev_pl = preempt_lag[vr]
                     lg, gg = max(lg, prev_pl[0]), max(gg, prev_pl[1])
                 preempt_lag[vr] = (lg, gg)
                 last_tok[vr] = tl
                 gen_now = outp[vr] - 1 - rem_steps
-                preq.appendleft((vr, ctx_now, rem_steps, first[vr], gen_now))
+                preq.append((vr, ctx_now, rem_steps, first[vr], gen_now))
                 continue
             if room < k:
                 k = room
@@ -466,65 +663,101 @@ def run_stream(
                 n1 = k - n0
                 te = t + (t0x + n1 * e0 + d1 * n1 * (n1 - 1) * 0.5)
             break
-    return _finish(
-        n, first, fin, lagv, gapv, npre, s_end, s_adm, base, pgap, rp, rl, rg, final_prior, busy
-    )
+    fp_id = [0][:0]
+    fp_lag = [0.0][:0]
+    fp_gap = [0.0][:0]
+    for rid, v in final_prior.items():
+        fp_id.append(rid)
+        fp_lag.append(v[0])
+        fp_gap.append(v[1])
+    if fold:  # compiled: the maxima in one pass here, no temporaries
+        _fold_maxima(lagv, gapv, r_lo, r_hi, base, pgap, rl, rg, fp_id, fp_lag, fp_gap)
+        return busy, np.zeros(0), np.zeros(0), fp_id, fp_lag, fp_gap
+    # np.array: one C conversion for the vectorised maxima of _finish
+    return busy, np.array(rl), np.array(rg), fp_id, fp_lag, fp_gap
+
+
+@register_jitable
+def _fold_maxima(
+    lagv: Any,
+    gapv: Any,
+    r_lo: Any,
+    r_hi: Any,
+    base: Any,
+    pgap: Any,
+    rl: Any,
+    rg: Any,
+    fp_id: Any,
+    fp_lag: Any,
+    fp_gap: Any,
+) -> None:
+    """Worst lag / longest gap of every decode-finished sequence, as a loop (compiled).
+
+    The same values as the vectorised :func:`_finish`: ``max(rl[lo..hi]) - base`` and
+    ``max(max(rg[lo+1..hi]), pgap)`` (an empty range is ``-inf``), then the maxima
+    carried over from before a preemption.
+    """
+    ninf = -math.inf
+    for rid in range(len(r_hi)):
+        hi = r_hi[rid]
+        if hi < 0:
+            continue
+        lo = r_lo[rid]
+        m = ninf
+        for j in range(lo, hi + 1):
+            if rl[j] > m:
+                m = rl[j]
+        lagv[rid] = m - base[rid]
+        g = ninf
+        for j in range(lo + 1, hi + 1):
+            if rg[j] > g:
+                g = rg[j]
+        gapv[rid] = g if g > pgap[rid] else pgap[rid]
+    for i in range(len(fp_id)):
+        rid = fp_id[i]
+        lagv[rid] = max(lagv[rid], fp_lag[i])
+        gapv[rid] = max(gapv[rid], fp_gap[i])
+
+
+@register_jitable
+def _max_from(a: Any, i: int) -> float:
+    """``max(a[i:], default=-inf)`` (numba-compilable)."""
+    m = -math.inf
+    for j in range(i, len(a)):
+        if a[j] > m:
+            m = a[j]
+    return m
 
 
 def _finish(
-    n: int,
-    first: array[float],
-    fin: array[float],
-    lagv: array[float],
-    gapv: array[float],
-    npre: array[int],
-    s_end: array[int],
-    s_adm: array[int],
-    base: array[float],
-    pgap: array[float],
-    rp: array[int],
-    rl: array[float],
-    rg: array[float],
-    final_prior: dict[int, tuple[float, float]],
-    busy: float,
-) -> StreamResult:
-    """Assemble the result: worst lag / longest gap of every decode-finished sequence."""
-    lag_a = np.frombuffer(lagv, dtype=np.float64) if n else np.zeros(0)
-    gap_a = np.frombuffer(gapv, dtype=np.float64) if n else np.zeros(0)
-    se_all = np.frombuffer(s_end, dtype=np.int64) if n else np.zeros(0, dtype=np.int64)
-    idx = np.flatnonzero(se_all >= 0)
-    if len(idx):
-        # range maxima over the run records between its (last) admission and its
-        # finish (vectorised, sparse table)
-        pos = np.frombuffer(rp, dtype=np.int64)
-        si = np.frombuffer(s_adm, dtype=np.int64)[idx]
-        se = se_all[idx]
-        hi = np.searchsorted(pos, se, side="right") - 1
-        lo = np.searchsorted(pos, si + 1, side="left")
-        lag_a[idx] = (
-            _range_max(np.frombuffer(rl, dtype=np.float64), lo, hi)
-            - np.frombuffer(base, dtype=np.float64)[idx]
-        )
-        lo2 = np.searchsorted(pos, si + 2, side="left")
-        gap_a[idx] = np.maximum(
-            _range_max(np.frombuffer(rg, dtype=np.float64), lo2, hi),
-            np.frombuffer(pgap, dtype=np.float64)[idx],
-        )
-        for rid, (pl, pg) in final_prior.items():
-            lag_a[rid] = max(lag_a[rid], pl)
-            gap_a[rid] = max(gap_a[rid], pg)
-    if not n:
-        return StreamResult(
-            np.zeros(0), np.zeros(0), lag_a, gap_a, np.zeros(0, dtype=np.int16), busy
-        )
-    return StreamResult(
-        np.frombuffer(first, dtype=np.float64),
-        np.frombuffer(fin, dtype=np.float64),
-        lag_a,
-        gap_a,
-        np.frombuffer(npre, dtype=np.int16),
-        busy,
-    )
+    lag_a: np.ndarray,
+    gap_a: np.ndarray,
+    r_lo: np.ndarray,
+    r_hi: np.ndarray,
+    base: np.ndarray,
+    pgap: np.ndarray,
+    rl: np.ndarray,
+    rg: np.ndarray,
+    fp_id: list[int],
+    fp_lag: list[float],
+    fp_gap: list[float],
+) -> None:
+    """Worst lag / longest gap of every decode-finished sequence (vectorised, in place).
+
+    Its run records go from ``r_lo`` (the first step after its last admission) to
+    ``r_hi`` (its last step); the gap skips the first record (the gap before that step
+    is ``pgap``, measured from its previous token).
+    """
+    idx = np.flatnonzero(r_hi >= 0)
+    if not len(idx):
+        return
+    lo = r_lo[idx]
+    hi = r_hi[idx]
+    lag_a[idx] = _range_max(rl, lo, hi) - base[idx]
+    gap_a[idx] = np.maximum(_range_max(rg, lo + 1, hi), pgap[idx])
+    for rid, pl, pg in zip(fp_id, fp_lag, fp_gap, strict=True):
+        lag_a[rid] = max(lag_a[rid], pl)
+        gap_a[rid] = max(gap_a[rid], pg)
 
 
 def _range_max(v: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
@@ -574,9 +807,17 @@ def _fill(
 ) -> None:
     """Run the jobs of ``grp`` and write their results into the (shared) output arrays."""
     first, fin, lag, gap, pre, busy = out
+    compiled = _jit_kernel() is not None
     for j in grp:
-        r = run_stream(*jobs[j])
         a, b = offs[j], offs[j + 1]
+        if compiled:  # straight into the output (no per-engine arrays)
+            mine = (first[a:b], fin[a:b], lag[a:b], gap[a:b], pre[a:b])
+            for x in mine[:4]:
+                x[:] = math.nan
+            pre[a:b] = 0
+            busy[j] = _run_compiled(*jobs[j], mine)
+            continue
+        r = run_stream(*jobs[j])
         first[a:b] = r.first_token
         fin[a:b] = r.finish
         lag[a:b] = r.max_lag
@@ -632,6 +873,7 @@ def run_streams(jobs: list[StreamJob], processes: int = 1) -> list[StreamResult]
         np.frombuffer(mm, f64, nj, 40 * n),
     )
     ctx = mp.get_context("fork")
+    _warm_up(jobs[0])  # compile (or load the cached kernel) once, before forking
     children = []
     for grp in groups[1:]:
         rd, wr = ctx.Pipe(duplex=False)
