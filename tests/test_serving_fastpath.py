@@ -175,3 +175,21 @@ def test_jit_switch_off_by_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     (c, p, tbt, cap, arr, pr, out, _h) = _jobs(1, 50, 2)[0]
     r = run_stream(c, p, tbt, cap, arr, pr, out)
     assert np.all(np.isfinite(r.finish))
+
+
+def test_failed_compile_warns_and_runs_interpreted(monkeypatch: pytest.MonkeyPatch) -> None:
+    from clustersim.serving import fastpath
+
+    pytest.importorskip("numba", reason="numba is not installed: nothing to compile")
+
+    def broken(_kernel: object) -> None:
+        raise RuntimeError("no C compiler today")
+
+    monkeypatch.setattr(fastpath, "_JIT", None)
+    monkeypatch.delenv("CLUSTERSIM_JIT", raising=False)
+    monkeypatch.setattr(fastpath, "_smoke", broken)
+    with pytest.warns(RuntimeWarning, match="no C compiler today.*runs interpreted"):
+        assert not fastpath.jit_enabled()
+    (c, p, tbt, cap, arr, pr, out, _h) = _jobs(1, 60, 3)[0]
+    r = run_stream(c, p, tbt, cap, arr, pr, out)
+    assert np.all(np.isfinite(r.finish)) and len(r.finish) == 60

@@ -27,6 +27,7 @@ import multiprocessing as mp
 import os
 import sys
 import traceback
+import warnings
 from array import array
 from bisect import bisect_right
 from collections.abc import Callable, Sequence
@@ -134,7 +135,14 @@ def jit_enabled() -> bool:
 
 
 def _jit_kernel() -> Callable[..., Any] | None:
-    """The numba-compiled :func:`_stream_kernel`, or None (compiled once, cached on disk)."""
+    """The numba-compiled :func:`_stream_kernel`, or None (decided once per process).
+
+    Compiled eagerly here, on a two-request stream with the argument types every call
+    uses, so that it happens once and before worker processes fork (the machine code
+    is cached on disk: ≈ 10 s the first time on a machine, then a fraction of a second).
+    If numba is missing, ``CLUSTERSIM_JIT=0``, or compiling fails (a warning says why),
+    the same kernel runs interpreted.
+    """
     global _JIT
     if _JIT is None:
         _JIT = False
@@ -142,16 +150,47 @@ def _jit_kernel() -> Callable[..., Any] | None:
             try:
                 from numba import njit
             except ImportError:  # pragma: no cover - exercised where numba is absent
-                pass
+                return None
+            try:
+                kernel = njit(cache=True, nogil=True)(_stream_kernel)
+                _smoke(kernel)
+            except Exception as exc:
+                warnings.warn(
+                    f"clustersim: compiling the serving fast path failed "
+                    f"({type(exc).__name__}: {exc}); it runs interpreted (slower, same results)",
+                    RuntimeWarning,
+                    stacklevel=2,
+                )
             else:
-                _JIT = njit(cache=True, nogil=True)(_stream_kernel)
+                _JIT = kernel
     return _JIT or None
 
 
-def _warm_up(job: StreamJob) -> None:
-    """Compile the kernel now (one request of ``job``'s engine) if it runs compiled."""
-    if _jit_kernel() is not None:
-        run_stream(*job[:4], [0.0], [1], [2])
+def _smoke(kernel: Callable[..., Any]) -> None:
+    """Compile ``kernel`` (first call) on a two-request stream and check its answer."""
+    i64, f64 = np.int64, np.float64
+    out = [np.full(2, math.nan) for _ in range(4)]
+    work = [np.zeros(2, dtype=i64) for _ in range(4)]
+    work[2][:] = -1  # r_hi
+    kernel(
+        np.array([0.0, 1.0, math.inf]),
+        np.array([10, 10], dtype=i64),
+        np.array([3, 1], dtype=i64),
+        *out,
+        np.zeros(2, dtype=np.int16),
+        *work,
+        np.zeros(2, dtype=f64),
+        np.zeros(2, dtype=f64),
+        True,
+        *(1e-3, 1e-6, 1e-2, 1e-6, 0.0, 0.0, 1.0, 1e-3),
+        8,
+        64,
+        1e6,
+        0.1,
+        sys.float_info.max,
+    )
+    if not (out[1][0] > out[0][0] > 0.0 and out[1][1] == out[0][1] > 1.0):
+        raise SimulationError(f"compiled kernel gave first={out[0]}, finish={out[1]}")
 
 
 def run_stream(
@@ -873,7 +912,7 @@ def run_streams(jobs: list[StreamJob], processes: int = 1) -> list[StreamResult]
         np.frombuffer(mm, f64, nj, 40 * n),
     )
     ctx = mp.get_context("fork")
-    _warm_up(jobs[0])  # compile (or load the cached kernel) once, before forking
+    _jit_kernel()  # compile (or load the cached kernel) once, before forking
     children = []
     for grp in groups[1:]:
         rd, wr = ctx.Pipe(duplex=False)
