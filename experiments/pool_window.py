@@ -3,7 +3,8 @@
 The single replays quoted in docs/serving.md (§3 and §6.2) come from this script; the
 market is the one ``pooling_savings.py`` uses (86 models, seed 0, H20, 240 s of unscored
 warm-up before the window). It prints the scored SLO attainment, the attainment per
-minute of the replay, and where the misses are.
+minute of the replay, where the misses are, and how busy each kind of worker was
+(prefill / decode / engine, per tensor-parallel degree).
 
 Run: ``python experiments/pool_window.py --policy serverless --gpus 3456 --window 20:10
 [--kw scale_out_at=8] [--kw staffing=proportional]``. Needs ``../shared/traces``.
@@ -92,7 +93,31 @@ def main(argv: Sequence[str] | None = None) -> float:
             f"{np.nanmedian(res.max_gap[bad]):.2f} s; by model: "
             + ", ".join(f"m{m} {mk.models[m].spec.name} {per_model[m]}" for m in top)
         )
+    print("workers over the replay (busy / loading: share of their allocated device-time):")
+    for kind, tp, n, dev, busy, load in worker_breakdown(res):
+        print(f"  {kind:>8} TP{tp}: {n:4d} workers {dev:5d} devices", end="")
+        print(f"  busy {busy:.3f}  loading {load:.3f}")
     return att
+
+
+def worker_breakdown(res: Any) -> list[tuple[str, int, int, int, float, float]]:
+    """Per (kind, tensor-parallel degree), in that order: ``(kind, tp, workers, devices,
+    busy share, loading share)``; shares are of the workers' allocated device-seconds
+    (a worker still alive at the end counts until the horizon)."""
+    agg: dict[tuple[str, int], list[float]] = {}
+    for r in res.instances:
+        end = r.stopped if np.isfinite(r.stopped) else res.horizon
+        life = max(0.0, end - r.created) * r.tp
+        a = agg.setdefault((r.kind, r.tp), [0, 0, 0.0, 0.0, 0.0])
+        a[0] += 1
+        a[1] += r.tp
+        a[2] += life
+        a[3] += r.busy * r.tp
+        a[4] += r.load_time * r.tp
+    return [
+        (k, tp, int(a[0]), int(a[1]), a[3] / a[2] if a[2] else 0.0, a[4] / a[2] if a[2] else 0.0)
+        for (k, tp), a in sorted(agg.items())
+    ]
 
 
 if __name__ == "__main__":

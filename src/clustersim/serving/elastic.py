@@ -190,11 +190,16 @@ class Serverless(_RequestLevel):
     requests of its own model; otherwise, if any model has held requests, it is
     switched to the model whose oldest held request is oldest (ties: lowest model
     index). An engine idle for ``keep_alive`` seconds is released (scale to zero).
+
+    Default ``scale_out_at = 1``: ServerlessLLM's deployment default, an auto-scaling
+    ``metric: concurrency`` with ``target: 1`` (``sllm/cli/default_config.json``; it
+    also sets ``keep_alive: 0``, here 60 s as on fal.ai's serverless runners, so that a
+    warm engine serves the next request of a bursty model).
     """
 
     def __init__(
         self,
-        scale_out_at: int = 64,
+        scale_out_at: int = 1,
         keep_alive: float = 60.0,
         host_cache_bytes: float = 1.0e12,
     ) -> None:
@@ -459,10 +464,10 @@ class ServerlessAutoscaler:
 
     Rule per tick, models in index order: if the model has held requests and no engine
     → up 1; if every engine of the model has ``>= scale_out_at`` outstanding → up 1;
-    every engine idle for ``>= keep_alive`` seconds → down.
+    every engine idle for ``>= keep_alive`` seconds → down. Defaults as ``serverless``.
     """
 
-    def __init__(self, interval: float = 1.0, scale_out_at: int = 64, keep_alive: float = 60.0):
+    def __init__(self, interval: float = 1.0, scale_out_at: int = 1, keep_alive: float = 60.0):
         self.interval = interval
         self.scale_out_at = scale_out_at
         self.keep_alive = keep_alive
