@@ -193,3 +193,16 @@ def test_failed_compile_warns_and_runs_interpreted(monkeypatch: pytest.MonkeyPat
     (c, p, tbt, cap, arr, pr, out, _h) = _jobs(1, 60, 3)[0]
     r = run_stream(c, p, tbt, cap, arr, pr, out)
     assert np.all(np.isfinite(r.finish)) and len(r.finish) == 60
+
+
+def test_threads_do_not_share_work_arrays() -> None:
+    # the compiled kernel releases the GIL and reuses work arrays: per thread, not shared
+    from concurrent.futures import ThreadPoolExecutor
+
+    jobs = _jobs(4, 30000, 21)  # long enough for the kernels to overlap
+    ref = [run_stream(*j) for j in jobs]
+    with ThreadPoolExecutor(max_workers=3) as ex:
+        got = list(ex.map(lambda j: run_stream(*j), jobs * 2))
+    for a, b in zip(ref * 2, got, strict=True):
+        for f in FIELDS:
+            assert np.array_equal(getattr(a, f), getattr(b, f), equal_nan=True), f

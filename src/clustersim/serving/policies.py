@@ -229,7 +229,6 @@ def instance_capacity(
         # fixed point B = lam * out * tau(B) / (1 - busy)
         b = 1.0
         for _ in range(60):
-            tau = cost.decode_step_time(1, ctx, p.iteration_overhead)
             tau = cost.decode_step_time(max(1, math.ceil(b)), b * ctx, p.iteration_overhead)
             nb = lam * mean_output * tau / (1.0 - busy)
             if abs(nb - b) < 1e-6:
