@@ -220,7 +220,8 @@ def run_stream(
             np.full(n, math.nan),
             np.zeros(n, dtype=np.int16),
         )
-        busy = _run_compiled(cost, perf, tbt, kv_cap, arrival, prompt, output, horizon, out)
+        job = (cost, perf, tbt, kv_cap, arrival, prompt, output, horizon)
+        busy = _run_compiled(job, out)
         return StreamResult(*out, busy)
     arr = _as_list(arrival)
     n_in = bisect_right(arr, horizon)  # arrivals after the horizon are ignored
@@ -299,24 +300,18 @@ _LOCAL = threading.local()  # per-thread work arrays of the compiled kernel, reu
 
 
 def _run_compiled(
-    cost: ModelCost,
-    perf: PerfParams,
-    tbt: float,
-    kv_cap: float,
-    arrival: Sequence[float] | np.ndarray,
-    prompt: Sequence[int] | np.ndarray,
-    output: Sequence[int] | np.ndarray,
-    horizon: float,
-    out: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray],
+    job: tuple[Any, ...], out: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]
 ) -> float:
-    """One stream through the compiled kernel, writing into ``out`` (first, finish, lag,
-    gap, preemptions; NaN / 0 filled); returns the busy time.
+    """One stream (``job``: the arguments of :func:`run_stream`) through the compiled
+    kernel, writing into ``out`` (first, finish, lag, gap, preemptions; NaN / 0 filled);
+    returns the busy time.
 
     The work arrays are kept per thread and reused (fresh memory costs a page fault per
     4 KiB: a third of a day's replay on the test machine before they were reused).
     """
     kernel = _jit_kernel()
     assert kernel is not None
+    cost, perf, tbt, kv_cap, arrival, prompt, output, horizon = job
     n = len(arrival)
     a = np.asarray(arrival, dtype=np.float64)
     n_in = int(np.searchsorted(a, horizon, side="right"))
@@ -857,7 +852,7 @@ def _fill(
             for x in mine[:4]:
                 x[:] = math.nan
             pre[a:b] = 0
-            busy[j] = _run_compiled(*jobs[j], mine)
+            busy[j] = _run_compiled(jobs[j], mine)
             continue
         r = run_stream(*jobs[j])
         first[a:b] = r.first_token
