@@ -4,7 +4,9 @@ Workload: every client window of ServeGen ``--class`` (Alibaba Bailian, default
 ``m-large``) turned into arrivals (Gamma/Weibull renewal per window, real rates), Azure
 LLM 2023 conversation token lengths, one market model of ``--model`` architecture.
 Serving: ``dedicated`` with analytic peak sizing, round-robin dispatch, engines
-replayed in ``--processes`` worker processes (the serving fast path). Prints the
+replayed in ``--processes`` worker processes (the serving fast path, whose loop numba
+compiles: the first run on a machine adds ≈ 10 s to compile it, later runs load it from
+the cache; ``CLUSTERSIM_JIT=0`` runs it interpreted, ≈ 10x slower). Prints the
 time of every phase (loading the traces, arrival generation, length sampling, sizing,
 simulation), the total wall time, requests simulated per second, the machine's core
 count and the CPU seconds of this process and its worker processes (``getrusage``), so
