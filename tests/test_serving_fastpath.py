@@ -206,3 +206,37 @@ def test_threads_do_not_share_work_arrays() -> None:
     for a, b in zip(ref * 2, got, strict=True):
         for f in FIELDS:
             assert np.array_equal(getattr(a, f), getattr(b, f), equal_nan=True), f
+
+
+@pytest.mark.parametrize("mode", ["fork", "pool", "interpreted"])
+def test_dedicated_replay_in_processes_equals_event_loop(
+    mode: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # several models and engines, a horizon and a small KV cache (preemptions, drops):
+    # workers that gather and scatter by request id give the event loop's results
+    from clustersim.serving import Market, MarketModel, Requests, simulate
+    from clustersim.serving import fastpath as fp
+
+    rng = np.random.default_rng(5)
+    n = 3000
+    arr = np.cumsum(rng.exponential(0.02, n))
+    models = (MarketModel("a", get_model("Qwen2.5-7B")), MarketModel("b", get_model("Qwen2.5-32B")))
+    reqs = Requests(
+        arr,
+        rng.integers(0, 2, n).astype(np.int32),
+        rng.integers(1, 4000, n).astype(np.int32),
+        rng.integers(1, 500, n).astype(np.int32),
+    )
+    mk = Market(models, reqs, float(arr[-1]), "fan-out test")
+    kw = dict(device="H800", instances=[3, 2], tp=[1, 1], horizon=float(arr[-1]) * 0.95)
+    slow = simulate(mk, "dedicated", fast=False, **kw)  # type: ignore[arg-type]
+    if mode == "pool":  # the path for platforms without fork: pickled jobs, scatter here
+        monkeypatch.setattr(fp, "_can_fork", lambda processes, jobs: False)
+    if mode == "interpreted":
+        monkeypatch.setattr(fp, "_JIT", False)
+    fast = simulate(mk, "dedicated", fast=True, processes=2, **kw)  # type: ignore[arg-type]
+    assert int(slow.preemptions.sum()) > 0 and np.isnan(slow.finish).any()
+    for f in ("first_token", "finish", "max_lag", "max_gap", "preemptions", "served_by"):
+        assert np.array_equal(getattr(slow, f), getattr(fast, f), equal_nan=True), f
+    busy = sorted(r.busy for r in fast.instances)
+    assert busy == sorted(r.busy for r in slow.instances)

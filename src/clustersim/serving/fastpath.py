@@ -34,6 +34,7 @@ from bisect import bisect_right
 from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
+from functools import partial
 from heapq import heapify, heappop, heappush
 from math import sqrt
 from typing import Any, TypeVar
@@ -42,8 +43,16 @@ import numpy as np
 
 from clustersim.errors import SimulationError
 from clustersim.serving.perf import _NEVER, ModelCost, PerfParams
+from clustersim.serving.sharedmem import shared_full
 
-__all__ = ["StreamJob", "StreamResult", "run_stream", "run_streams"]
+__all__ = [
+    "IndexedStream",
+    "StreamJob",
+    "StreamResult",
+    "replay_into",
+    "run_stream",
+    "run_streams",
+]
 
 _WATERMARK = 0.01
 
@@ -838,9 +847,9 @@ def _balance(sizes: list[int], processes: int) -> list[list[int]]:
 
 def _fill(
     jobs: list[StreamJob],
-    grp: list[int],
     offs: list[int],
     out: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray],
+    grp: list[int],
 ) -> None:
     """Run the jobs of ``grp`` and write their results into the (shared) output arrays."""
     first, fin, lag, gap, pre, busy = out
@@ -863,14 +872,49 @@ def _fill(
         busy[j] = r.busy
 
 
-def _child(jobs: list[StreamJob], grp: list[int], offs: list[int], out: Any, conn: Any) -> None:
+def _child(work: Callable[[list[int]], None], grp: list[int], conn: Any) -> None:
     try:
-        _fill(jobs, grp, offs, out)
+        work(grp)
         conn.send("ok")
     except BaseException:  # report any failure to the parent, then exit
         conn.send(traceback.format_exc())
     finally:
         conn.close()
+
+
+def _fan_out(groups: list[list[int]], work: Callable[[list[int]], None]) -> None:
+    """``work(group)`` for every group: ``groups[1:]`` in forked children (they inherit
+    everything, nothing is pickled), ``groups[0]`` in this process; then wait for all.
+
+    A failure in any process raises :class:`SimulationError` with its traceback.
+    """
+    ctx = mp.get_context("fork")
+    _jit_kernel()  # compile (or load the cached kernel) once, before forking
+    children = []
+    for grp in groups[1:]:
+        rd, wr = ctx.Pipe(duplex=False)
+        pr = ctx.Process(target=_child, args=(work, grp, wr), daemon=True)
+        pr.start()
+        wr.close()
+        children.append((pr, rd))
+    try:
+        work(groups[0])
+    finally:
+        errors = []
+        for pr, rd in children:
+            try:
+                msg = rd.recv()
+            except EOFError:
+                msg = "worker process died without a result"
+            pr.join()
+            if msg != "ok":
+                errors.append(str(msg))
+    if errors:
+        raise SimulationError("fast-path worker failed:\n" + "\n".join(errors))
+
+
+def _can_fork(processes: int, jobs: int) -> bool:
+    return processes > 1 and jobs > 1 and "fork" in mp.get_all_start_methods()
 
 
 def run_streams(jobs: list[StreamJob], processes: int = 1) -> list[StreamResult]:
@@ -887,7 +931,7 @@ def run_streams(jobs: list[StreamJob], processes: int = 1) -> list[StreamResult]
         return _run_many(jobs)
     sizes = [len(j[4]) for j in jobs]
     groups = _balance(sizes, processes)
-    if "fork" not in mp.get_all_start_methods():
+    if not _can_fork(processes, len(jobs)):
         out_pool: list[StreamResult | None] = [None] * len(jobs)
         with ProcessPoolExecutor(max_workers=len(groups), mp_context=mp.get_context()) as ex:
             futs = [(grp, ex.submit(_run_many, [jobs[i] for i in grp])) for grp in groups]
@@ -909,29 +953,7 @@ def run_streams(jobs: list[StreamJob], processes: int = 1) -> list[StreamResult]
         np.frombuffer(mm, np.int16, n, 32 * n),
         np.frombuffer(mm, f64, nj, 40 * n),
     )
-    ctx = mp.get_context("fork")
-    _jit_kernel()  # compile (or load the cached kernel) once, before forking
-    children = []
-    for grp in groups[1:]:
-        rd, wr = ctx.Pipe(duplex=False)
-        pr = ctx.Process(target=_child, args=(jobs, grp, offs, out, wr), daemon=True)
-        pr.start()
-        wr.close()
-        children.append((pr, rd))
-    try:
-        _fill(jobs, groups[0], offs, out)
-    finally:
-        errors = []
-        for pr, rd in children:
-            try:
-                msg = rd.recv()
-            except EOFError:
-                msg = "worker process died without a result"
-            pr.join()
-            if msg != "ok":
-                errors.append(str(msg))
-    if errors:
-        raise SimulationError("fast-path worker failed:\n" + "\n".join(errors))
+    _fan_out(groups, partial(_fill, jobs, offs, out))
     first, fin, lag, gap, pre, busy = out
     return [
         StreamResult(
@@ -944,3 +966,76 @@ def run_streams(jobs: list[StreamJob], processes: int = 1) -> list[StreamResult]
         )
         for j in range(nj)
     ]
+
+
+def _run_reused(job: StreamJob) -> StreamResult:
+    """:func:`run_stream`, compiled into per-thread output buffers when possible (the
+    result's arrays are overwritten by the thread's next call: copy or scatter them)."""
+    if _jit_kernel() is None:
+        return run_stream(*job)
+    n = len(job[4])
+    bufs: list[np.ndarray] | None = getattr(_LOCAL, "out", None)
+    if bufs is None or len(bufs[0]) < n:
+        size = max(n, 2 * len(bufs[0]) if bufs else 0)
+        bufs = [np.empty(size) for _ in range(4)] + [np.empty(size, dtype=np.int16)]
+        _LOCAL.out = bufs
+    out = (bufs[0][:n], bufs[1][:n], bufs[2][:n], bufs[3][:n], bufs[4][:n])
+    for x in out[:4]:
+        x[:] = math.nan
+    out[4][:] = 0
+    busy = _run_compiled(job, out)
+    return StreamResult(*out, busy)
+
+
+IndexedStream = tuple[ModelCost, PerfParams, float, float, float, np.ndarray, int]
+"""``(cost, perf, tbt, kv_cap, horizon, ids, owner)``: one engine's requests by id."""
+
+
+def replay_into(
+    streams: list[IndexedStream],
+    src: tuple[np.ndarray, np.ndarray, np.ndarray],
+    dst: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray],
+    processes: int = 1,
+) -> np.ndarray:
+    """Replay engines whose requests are given by id, writing results in place.
+
+    ``src`` = (arrival, prompt, output) and ``dst`` = (first token, finish, worst lag,
+    longest gap, preemptions, served-by) are indexed by request id; stream ``j`` reads
+    and writes only its ``ids`` (in arrival order) and marks the requests it finished
+    with its ``owner``. Returns each stream's busy seconds. With ``processes > 1`` and
+    ``fork``, the workers gather their own inputs and scatter their own results, so
+    ``dst`` must be writable by them (in shared memory: :mod:`~clustersim.serving.sharedmem`);
+    without ``fork`` the jobs go through :func:`run_streams` and the caller's process
+    scatters. Same results either way (tested).
+    """
+    arrival, prompt, output = src
+    first, fin, lag, gap, pre, served = dst
+    forking = _can_fork(processes, len(streams))
+    busy = shared_full(len(streams), 0.0) if forking else np.zeros(len(streams))
+
+    def scatter(j: int, r: StreamResult) -> None:
+        ids, owner = streams[j][5], streams[j][6]
+        first[ids] = r.first_token
+        fin[ids] = r.finish
+        lag[ids] = r.max_lag
+        gap[ids] = r.max_gap
+        pre[ids] = r.preemptions
+        served[ids[~np.isnan(r.finish)]] = owner
+        busy[j] = r.busy
+
+    def job(j: int) -> StreamJob:
+        cost, perf, tbt, cap, hz, ids, _ = streams[j]
+        return (cost, perf, tbt, cap, arrival[ids], prompt[ids], output[ids], hz)
+
+    def work(grp: list[int]) -> None:
+        for j in grp:
+            scatter(j, _run_reused(job(j)))
+
+    if forking:
+        _fan_out(_balance([len(s[5]) for s in streams], processes), work)
+    elif processes > 1 and len(streams) > 1:
+        for j, r in enumerate(run_streams([job(j) for j in range(len(streams))], processes)):
+            scatter(j, r)
+    else:
+        work(list(range(len(streams))))
+    return np.array(busy)

@@ -495,16 +495,17 @@ class Dedicated(ServingPolicy):
         """
         if not (self.fast and self.dispatch == "round_robin") or sim._schedule:
             return False
-        from clustersim.serving.fastpath import run_streams
+        from clustersim.serving.fastpath import IndexedStream, replay_into
         from clustersim.serving.instance import fits_kv
+        from clustersim.serving.sharedmem import is_shared, shared_copy
 
         arr = sim.arrival
         arrived = int(np.searchsorted(arr, sim.horizon, side="right"))
         model = sim.req_model[:arrived]
         order = np.argsort(model, kind="stable")
         bounds = np.searchsorted(model[order], np.arange(len(self.by_model) + 1))
-        jobs = []
-        owners: list[tuple[EngineInstance, np.ndarray]] = []
+        streams: list[IndexedStream] = []
+        owners: list[EngineInstance] = []
         for m, insts in enumerate(self.by_model):
             ids = order[bounds[m] : bounds[m + 1]]
             if not len(ids):
@@ -535,28 +536,19 @@ class Dedicated(ServingPolicy):
                 mine = mine[ok[k::nk]]
                 if not len(mine):
                     continue
-                jobs.append(
-                    (
-                        inst.batches[m].cost,
-                        sim.perf,
-                        sim.slo.tbt,
-                        cap,
-                        arr[mine],
-                        sim.in_tokens[mine],
-                        sim.out_tokens[mine],
-                        sim.horizon,
-                    )
-                )
-                owners.append((e, mine))
-        results = run_streams(jobs, self.processes)
-        for (e, mine), r in zip(owners, results, strict=True):
-            sim.first_token[mine] = r.first_token
-            sim.finish_time[mine] = r.finish
-            sim.max_lag[mine] = r.max_lag
-            sim.max_gap[mine] = r.max_gap
-            sim.preemptions[mine] = r.preemptions
-            sim.served_by[mine[~np.isnan(r.finish)]] = e.iid
-            e.busy = r.busy
+                cost = inst.batches[m].cost
+                streams.append((cost, sim.perf, sim.slo.tbt, cap, sim.horizon, mine, e.iid))
+                owners.append(e)
+        outs = ("first_token", "finish_time", "max_lag", "max_gap", "preemptions", "served_by")
+        if self.processes > 1 and len(streams) > 1:  # workers write their results in place
+            for name in outs:  # (ServingSim allocates them shared; a subclass may not)
+                if not is_shared(getattr(sim, name)):
+                    setattr(sim, name, shared_copy(getattr(sim, name)))
+        dst = tuple(getattr(sim, name) for name in outs)
+        src = (arr, sim.in_tokens, sim.out_tokens)
+        busy = replay_into(streams, src, dst, self.processes)
+        for e, b in zip(owners, busy.tolist(), strict=True):
+            e.busy = b
         sim.arrived = arrived
         return True
 

@@ -34,6 +34,7 @@ from clustersim.errors import ConfigError, SimulationError
 from clustersim.hardware import DeviceSpec, get_device
 from clustersim.serving.instance import EngineInstance
 from clustersim.serving.perf import LoadModel, ModelCost, PerfParams, model_cost
+from clustersim.serving.sharedmem import shared_full
 from clustersim.serving.workload import Market
 
 if TYPE_CHECKING:
@@ -264,13 +265,14 @@ class ServingSim:
         self.req_model = reqs.model
         self.in_tokens = reqs.input_tokens
         self.out_tokens = reqs.output_tokens
-        self.first_token = np.full(n, np.nan)
-        self.finish_time = np.full(n, np.nan)
-        self.max_lag = np.full(n, np.nan)
-        self.max_gap = np.full(n, np.nan)
+        # per-request results, in shared memory: forked fast-path workers write them
+        self.first_token = shared_full(n, np.nan)
+        self.finish_time = shared_full(n, np.nan)
+        self.max_lag = shared_full(n, np.nan)
+        self.max_gap = shared_full(n, np.nan)
         self.drop_reason = np.zeros(n, dtype=np.int8)
-        self.served_by = np.full(n, -1, dtype=np.int32)
-        self.preemptions = np.zeros(n, dtype=np.int16)
+        self.served_by = shared_full(n, -1, np.int32)
+        self.preemptions = shared_full(n, 0, np.int16)
         self.preempt_lag: dict[int, tuple[float, float]] = {}
         self.last_token_before_preempt: dict[int, float] = {}
         self.now = 0.0

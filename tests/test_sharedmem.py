@@ -1,0 +1,43 @@
+"""serving.sharedmem: arrays a forked child writes and the parent reads."""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import pickle
+
+import numpy as np
+import pytest
+
+from clustersim.serving.sharedmem import is_shared, shared_copy, shared_full
+
+
+def test_shared_full_and_copy_values_and_kind() -> None:
+    a = shared_full(5, np.nan)
+    assert np.isnan(a).all() and a.dtype == np.float64 and is_shared(a)
+    b = shared_full(4, -1, np.int32)
+    assert b.tolist() == [-1, -1, -1, -1] and b.dtype == np.int32
+    z = shared_full(3, 0, np.int16)
+    assert z.tolist() == [0, 0, 0]
+    c = shared_copy(np.arange(6.0).reshape(2, 3))
+    assert c.shape == (2, 3) and c[1, 2] == 5.0 and is_shared(c) and is_shared(c[1:])
+    assert not is_shared(np.zeros(3))
+    assert np.array_equal(pickle.loads(pickle.dumps(c)), c)  # pickles by value
+    assert len(shared_full(0, 1.0)) == 0
+
+
+def _write(a: np.ndarray) -> None:
+    a[1] = 42.0
+
+
+@pytest.mark.skipif("fork" not in mp.get_all_start_methods(), reason="needs fork")
+def test_forked_child_writes_are_seen_by_the_parent() -> None:
+    a = shared_full(3, 0.0)
+    p = mp.get_context("fork").Process(target=_write, args=(a,))
+    p.start()
+    p.join()
+    assert p.exitcode == 0 and a.tolist() == [0.0, 42.0, 0.0]
+    private = np.zeros(3)
+    p = mp.get_context("fork").Process(target=_write, args=(private,))
+    p.start()
+    p.join()
+    assert private.tolist() == [0.0, 0.0, 0.0]  # copy-on-write: the parent sees nothing
