@@ -13,10 +13,11 @@ compiled code is cached on disk; ``CLUSTERSIM_JIT=0`` switches it off). The same
 source also runs as plain Python, on ``array.array`` / list containers, and gives
 bit-identical results (tested): interpreted, per-request SLO maxima are computed after
 the loop, vectorised; compiled, in one pass inside the kernel, with the work arrays
-reused from one stream to the next. :func:`run_streams` spreads engines over worker
-processes: with ``fork`` the workers inherit the inputs and write their results into
-one shared anonymous memory map (nothing is pickled), and the calling process runs
-one share itself.
+reused from one stream to the next. :func:`replay_into` spreads engines given by request
+ids over worker processes: with ``fork`` the workers inherit everything, gather their
+engines' inputs and scatter the results into shared per-request arrays (nothing is
+pickled or copied back), and the calling process runs one share itself;
+:func:`run_streams` does the same for self-contained jobs, through one shared output map.
 """
 
 from __future__ import annotations
