@@ -8,16 +8,19 @@ import pickle
 import numpy as np
 import pytest
 
-from clustersim.serving.sharedmem import is_shared, shared_copy, shared_full
+from clustersim.serving.sharedmem import MIN_SHARED_BYTES, is_shared, shared_copy, shared_full
 
 
 def test_shared_full_and_copy_values_and_kind() -> None:
-    a = shared_full(5, np.nan)
+    big = MIN_SHARED_BYTES // 8  # float64 elements: exactly the threshold
+    a = shared_full(big, np.nan)
     assert np.isnan(a).all() and a.dtype == np.float64 and is_shared(a)
-    b = shared_full(4, -1, np.int32)
-    assert b.tolist() == [-1, -1, -1, -1] and b.dtype == np.int32
-    z = shared_full(3, 0, np.int16)
-    assert z.tolist() == [0, 0, 0]
+    b = shared_full(MIN_SHARED_BYTES // 4, -1, np.int32)
+    assert (b == -1).all() and b.dtype == np.int32 and is_shared(b)
+    z = shared_full(MIN_SHARED_BYTES // 2, 0, np.int16)
+    assert not z.any() and is_shared(z)
+    small = shared_full(big - 1, 7.0)  # below the threshold: an ordinary array
+    assert (small == 7.0).all() and not is_shared(small)
     c = shared_copy(np.arange(6.0).reshape(2, 3))
     assert c.shape == (2, 3) and c[1, 2] == 5.0 and is_shared(c) and is_shared(c[1:])
     assert not is_shared(np.zeros(3))
@@ -31,7 +34,7 @@ def _write(a: np.ndarray) -> None:
 
 @pytest.mark.skipif("fork" not in mp.get_all_start_methods(), reason="needs fork")
 def test_forked_child_writes_are_seen_by_the_parent() -> None:
-    a = shared_full(3, 0.0)
+    a = shared_copy(np.zeros(3))
     p = mp.get_context("fork").Process(target=_write, args=(a,))
     p.start()
     p.join()

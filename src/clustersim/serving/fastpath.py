@@ -44,7 +44,7 @@ import numpy as np
 
 from clustersim.errors import SimulationError
 from clustersim.serving.perf import _NEVER, ModelCost, PerfParams
-from clustersim.serving.sharedmem import shared_full
+from clustersim.serving.sharedmem import shared_copy
 
 __all__ = [
     "IndexedStream",
@@ -1012,7 +1012,7 @@ def replay_into(
     arrival, prompt, output = src
     first, fin, lag, gap, pre, served = dst
     forking = _can_fork(processes, len(streams))
-    busy = shared_full(len(streams), 0.0) if forking else np.zeros(len(streams))
+    busy = shared_copy(np.zeros(len(streams))) if forking else np.zeros(len(streams))
 
     def scatter(j: int, r: StreamResult) -> None:
         ids, owner = streams[j][5], streams[j][6]

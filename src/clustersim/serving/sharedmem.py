@@ -5,6 +5,10 @@ forked after its creation write into the very pages the parent reads (the servin
 path's workers scatter their engines' results straight into
 :class:`~clustersim.serving.simulator.ServingSim`'s per-request arrays). Otherwise they are
 ordinary numpy arrays: they pickle by value and are freed with their last view.
+
+:func:`shared_full` maps only arrays of at least :data:`MIN_SHARED_BYTES` (each map is
+one kernel mapping, and a process may hold only so many — about 65,000 by default — so
+thousands of small results stay ordinary arrays); :func:`shared_copy` always maps.
 """
 
 from __future__ import annotations
@@ -14,22 +18,32 @@ import mmap
 import numpy as np
 from numpy.typing import DTypeLike
 
-__all__ = ["is_shared", "shared_copy", "shared_full"]
+__all__ = ["MIN_SHARED_BYTES", "is_shared", "shared_copy", "shared_full"]
+
+MIN_SHARED_BYTES = 1 << 20
+"""Smallest array :func:`shared_full` puts in shared memory (1 MiB)."""
+
+
+def _mapped(n: int, dtype: np.dtype[np.generic]) -> np.ndarray:
+    mm = mmap.mmap(-1, max(1, n * dtype.itemsize))
+    return np.frombuffer(mm, dtype, n)  # a fresh map is zero-filled
 
 
 def shared_full(n: int, value: float | int, dtype: DTypeLike = np.float64) -> np.ndarray:
-    """``np.full(n, value, dtype)`` in an anonymous shared memory map."""
+    """``np.full(n, value, dtype)``, in shared memory when it holds at least
+    :data:`MIN_SHARED_BYTES`."""
     dt = np.dtype(dtype)
-    mm = mmap.mmap(-1, max(1, n * dt.itemsize))
-    out = np.frombuffer(mm, dt, n)
-    if value != 0:  # a fresh map is zero-filled
+    if n * dt.itemsize < MIN_SHARED_BYTES:
+        return np.full(n, value, dtype=dt)
+    out = _mapped(n, dt)
+    if value != 0:
         out[:] = value
     return out
 
 
 def shared_copy(a: np.ndarray) -> np.ndarray:
-    """A copy of ``a`` in an anonymous shared memory map."""
-    out = shared_full(a.size, 0, a.dtype).reshape(a.shape)
+    """A copy of ``a`` in an anonymous shared memory map (whatever its size)."""
+    out = _mapped(a.size, a.dtype).reshape(a.shape)
     out[...] = a
     return out
 

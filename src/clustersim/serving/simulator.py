@@ -265,7 +265,7 @@ class ServingSim:
         self.req_model = reqs.model
         self.in_tokens = reqs.input_tokens
         self.out_tokens = reqs.output_tokens
-        # per-request results, in shared memory: forked fast-path workers write them
+        # per-request results, in shared memory when large: forked fast-path workers write them
         self.first_token = shared_full(n, np.nan)
         self.finish_time = shared_full(n, np.nan)
         self.max_lag = shared_full(n, np.nan)
