@@ -3,8 +3,9 @@
 The single replays quoted in docs/serving.md (§3 and §6.2) come from this script; the
 market is the one ``pooling_savings.py`` uses (86 models, seed 0, H20, 240 s of unscored
 warm-up before the window). It prints the scored SLO attainment, the attainment per
-minute of the replay, where the misses are, and how busy each kind of worker was
-(prefill / decode / engine, per tensor-parallel degree).
+minute of the replay, where the misses are, how busy each kind of worker was
+(prefill / decode / engine, per tensor-parallel degree) and, for the token pools, the
+busiest models' decode batches against the staffing plan.
 
 Run: ``python experiments/pool_window.py --policy serverless --gpus 3456 --window 20:10
 [--kw scale_out_at=8] [--kw staffing=proportional]``. Needs ``../shared/traces``.
@@ -97,6 +98,15 @@ def main(argv: Sequence[str] | None = None) -> float:
     for kind, tp, n, dev, busy, load in worker_breakdown(res):
         print(f"  {kind:>8} TP{tp}: {n:4d} workers {dev:5d} devices", end="")
         print(f"  busy {busy:.3f}  loading {load:.3f}")
+    db = res.extra.get("decode_batches")
+    if db:  # token pools: time-averaged decode batch of the models with most token-steps
+        work = np.asarray(db["steps"]) * np.asarray(db["mean_batch"])
+        print("decode batches of the busiest models (time-averaged vs staffing plan):")
+        for m in np.argsort(-work, kind="stable")[:5].tolist():
+            print(
+                f"  m{m} {mk.models[m].spec.name}: {db['mean_batch'][m]:.1f} vs "
+                f"{db['planned_batch'][m]:.1f}, on {int(db['workers'][m])} decode workers"
+            )
     return att
 
 

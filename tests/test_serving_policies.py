@@ -276,3 +276,26 @@ def test_serverless_load_heaps_with_scale_out_and_reclaim() -> None:
     assert a.extra["switches"] > 0 and a.extra["cold_starts"] > 6
     assert np.array_equal(a.served_by, b.served_by)
     assert np.array_equal(a.finish, b.finish, equal_nan=True)
+
+
+def test_token_pool_reports_decode_batches_against_the_plan() -> None:
+    mk = _small_market(9, n_models=3, rate=6.0, dur=90.0)
+    res = simulate(mk, "token_pooled", device="H800", gpus=8)
+    db = res.extra["decode_batches"]
+    assert set(db) == {"steps", "mean_batch", "planned_batch", "workers"}
+    r = mk.requests
+    served = np.bincount(r.model[res.served], minlength=3)
+    for m in range(3):
+        out_m = r.output_tokens[r.model == m]
+        lam = (r.model == m).sum() / mk.duration
+        plan = min(256.0, max(1.0, lam * out_m.mean() * 0.1 / 2))  # rate x out x TBT / 2
+        assert db["planned_batch"][m] == pytest.approx(plan)
+        if served[m] and (out_m > 1).any():
+            # sequence-steps / steps: between one sequence and max_num_seqs per step
+            assert db["steps"][m] > 0 and db["workers"][m] >= 1
+            assert 1.0 <= db["mean_batch"][m] <= 256.0
+    # every decode step of a sequence is counted once: sum of sequence-steps equals the
+    # output tokens decoded after the first (prefill) token of the finished requests
+    tot = sum(b * k for b, k in zip(db["mean_batch"], db["steps"], strict=True))
+    done = res.finish == res.finish  # finished requests
+    assert tot == pytest.approx(float((r.output_tokens[done] - 1).sum()), rel=1e-9)

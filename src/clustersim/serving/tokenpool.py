@@ -248,6 +248,8 @@ class DecodeWorker:
         self.draining = False
         self.next_turn = -1
         self.last_turn = -1
+        self.seq_steps: dict[int, int] = {}  # model -> sum over runs of batch x steps
+        self.steps: dict[int, int] = {}  # model -> decode steps run
 
     # -- queries -------------------------------------------------------------------
     def next_event(self) -> float:
@@ -384,7 +386,10 @@ class DecodeWorker:
         k = self.seg_k
         t0 = self.seg_t0
         self.busy += te - t0
-        b = self.batches[self.run_model]
+        m = self.run_model
+        b = self.batches[m]
+        self.seq_steps[m] = self.seq_steps.get(m, 0) + b.B * k
+        self.steps[m] = self.steps.get(m, 0) + k
         t1 = t0 + cost.tau(0)
         for rid, tf, lag, gap in b.advance(k, t0, t1, te, cost.tau(k - 1)):
             self.pol.complete(rid, tf, lag, gap, self.iid)
@@ -693,6 +698,12 @@ class TokenPooled(ServingPolicy):
             d += dm + sw
         return p, d
 
+    def planned_batch(self, m: int) -> float:
+        """Decode sequences in flight of model ``m`` the staffing assumes, as one batch:
+        ``clamp(rate * mean output * TBT / 2, 1, 256)`` (a token every half TBT)."""
+        lam, out = self.rate[m], self.mean_out[m]
+        return float(min(256.0, max(1.0, lam * out * self.sim.slo.tbt / 2)))
+
     def _model_load(self, m: int, k: int) -> tuple[float, float, float]:
         """(prefill, decode compute, decode switching) busy worker-seconds/s of model m."""
         c = self.cost(m, k)
@@ -703,7 +714,7 @@ class TokenPooled(ServingPolicy):
         # one switch per prefill group; a group gathers the requests of about a second
         p += lam * self.switch_seconds(m, k) / min(float(self.max_group), 1.0 + lam)
         ctx = self.mean_in[m] + 0.5 * out
-        b = min(256.0, max(1.0, lam * out * tbt / 2))
+        b = self.planned_batch(m)
         bi = max(1, round(b))
         d = lam * out * c.decode_step_time(bi, bi * ctx, ovh) / bi
         sw = 0.0
@@ -984,6 +995,27 @@ class TokenPooled(ServingPolicy):
             "switches": int(sum(w.switches for w in pw + dw)),
             "switch_seconds": float(sum(w.load_time for w in pw + dw)),
             "max_models_per_decode_worker": max((len(w.models) for w in dw), default=0),
+            "decode_batches": self._batch_stats(dw),
+        }
+
+    def _batch_stats(self, dw: list[DecodeWorker]) -> dict[str, list[float]]:
+        """Per model (index order): decode steps run, time-averaged batch (sequences per
+        step, over all workers), the batch the staffing planned, and the workers that ran
+        it (models that never decoded: 0 steps, batch 0)."""
+        nm = len(self.sim.market.models)
+        seq = [0] * nm
+        steps = [0] * nm
+        workers = [0] * nm
+        for w in dw:
+            for m, k in w.steps.items():
+                steps[m] += k
+                seq[m] += w.seq_steps[m]
+                workers[m] += 1
+        return {
+            "steps": [float(k) for k in steps],
+            "mean_batch": [q / k if k else 0.0 for q, k in zip(seq, steps, strict=True)],
+            "planned_batch": [self.planned_batch(m) for m in range(nm)],
+            "workers": [float(x) for x in workers],
         }
 
 
