@@ -5,7 +5,7 @@ Workload: every client window of ServeGen ``--class`` (Alibaba Bailian, default
 LLM 2023 conversation token lengths, one market model of ``--model`` architecture.
 Serving: ``dedicated`` with analytic peak sizing, round-robin dispatch, engines
 replayed in ``--processes`` worker processes (the serving fast path, whose loop numba
-compiles: the first run on a machine adds ≈ 10 s to compile it, later runs load it from
+compiles: the first run on a machine adds ≈ 10-15 s to compile it, later runs load it from
 the cache; ``CLUSTERSIM_JIT=0`` runs it interpreted, ≈ 10x slower). Prints the
 time of every phase (loading the traces, arrival generation, length sampling, sizing,
 simulation), the total wall time, requests simulated per second, the machine's core

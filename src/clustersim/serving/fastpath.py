@@ -150,7 +150,7 @@ def _jit_kernel() -> Callable[..., Any] | None:
 
     Compiled eagerly here, on a two-request stream with the argument types every call
     uses, so that it happens once and before worker processes fork (the machine code
-    is cached on disk: ≈ 10 s the first time on a machine, then a fraction of a second).
+    is cached on disk: ≈ 10-15 s the first time on a machine, then about a second).
     If numba is missing, ``CLUSTERSIM_JIT=0``, or compiling fails (a warning says why),
     the same kernel runs interpreted.
     """
