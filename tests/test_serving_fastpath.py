@@ -150,7 +150,7 @@ def test_compiled_kernel_equals_interpreted(monkeypatch: pytest.MonkeyPatch) -> 
     from clustersim.serving import fastpath
 
     if not fastpath.jit_enabled():
-        pytest.skip("numba is not installed: only the interpreted kernel exists here")
+        pytest.skip("the kernel runs interpreted here (numba missing or CLUSTERSIM_JIT=0)")
     jobs = _jobs(4, 250, 11, kv_tokens=5000)
     jobs.append(_jobs(1, 40, 12)[0])  # a shorter stream after longer ones: reused arrays
     comp = [run_stream(*j) for j in jobs]

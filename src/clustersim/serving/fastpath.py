@@ -23,7 +23,6 @@ pickled or copied back), and the calling process runs one share itself;
 from __future__ import annotations
 
 import math
-import mmap
 import multiprocessing as mp
 import os
 import sys
@@ -35,7 +34,6 @@ from bisect import bisect_right
 from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
-from functools import partial
 from heapq import heapify, heappop, heappush
 from math import sqrt
 from typing import Any, TypeVar
@@ -44,7 +42,7 @@ import numpy as np
 
 from clustersim.errors import SimulationError
 from clustersim.serving.perf import _NEVER, ModelCost, PerfParams
-from clustersim.serving.sharedmem import shared_copy
+from clustersim.serving.sharedmem import is_shared, shared_copy
 
 __all__ = [
     "IndexedStream",
@@ -223,13 +221,7 @@ def run_stream(
     """
     n = len(arrival)
     if _jit_kernel() is not None:
-        out = (
-            np.full(n, math.nan),
-            np.full(n, math.nan),
-            np.full(n, math.nan),
-            np.full(n, math.nan),
-            np.zeros(n, dtype=np.int16),
-        )
+        out = (np.empty(n), np.empty(n), np.empty(n), np.empty(n), np.empty(n, dtype=np.int16))
         job = (cost, perf, tbt, kv_cap, arrival, prompt, output, horizon)
         busy = _run_compiled(job, out)
         return StreamResult(*out, busy)
@@ -313,8 +305,8 @@ def _run_compiled(
     job: tuple[Any, ...], out: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]
 ) -> float:
     """One stream (``job``: the arguments of :func:`run_stream`) through the compiled
-    kernel, writing into ``out`` (first, finish, lag, gap, preemptions; NaN / 0 filled);
-    returns the busy time.
+    kernel, writing into ``out`` (first, finish, lag, gap, preemptions; filled with NaN /
+    0 here first); returns the busy time.
 
     The work arrays are kept per thread and reused (fresh memory costs a page fault per
     4 KiB: a third of a day's replay on the test machine before they were reused).
@@ -337,6 +329,9 @@ def _run_compiled(
     arr[n_in] = math.inf  # sentinel: no arrival left
     prm[:] = prompt
     outp[:] = output
+    for x in out[:4]:
+        x[:] = math.nan
+    out[4][:] = 0
     for x in (s_adm, r_lo, cs):
         x[:] = 0
     r_hi[:] = -1
@@ -846,33 +841,6 @@ def _balance(sizes: list[int], processes: int) -> list[list[int]]:
     return [g for g in groups if g]
 
 
-def _fill(
-    jobs: list[StreamJob],
-    offs: list[int],
-    out: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray],
-    grp: list[int],
-) -> None:
-    """Run the jobs of ``grp`` and write their results into the (shared) output arrays."""
-    first, fin, lag, gap, pre, busy = out
-    compiled = _jit_kernel() is not None
-    for j in grp:
-        a, b = offs[j], offs[j + 1]
-        if compiled:  # straight into the output (no per-engine arrays)
-            mine = (first[a:b], fin[a:b], lag[a:b], gap[a:b], pre[a:b])
-            for x in mine[:4]:
-                x[:] = math.nan
-            pre[a:b] = 0
-            busy[j] = _run_compiled(jobs[j], mine)
-            continue
-        r = run_stream(*jobs[j])
-        first[a:b] = r.first_token
-        fin[a:b] = r.finish
-        lag[a:b] = r.max_lag
-        gap[a:b] = r.max_gap
-        pre[a:b] = r.preemptions
-        busy[j] = r.busy
-
-
 def _child(work: Callable[[list[int]], None], grp: list[int], conn: Any) -> None:
     try:
         work(grp)
@@ -940,33 +908,40 @@ def run_streams(jobs: list[StreamJob], processes: int = 1) -> list[StreamResult]
                 for i, r in zip(grp, f.result(), strict=True):
                     out_pool[i] = r
         return [r for r in out_pool if r is not None]
-    offs = [0]
-    for s in sizes:
-        offs.append(offs[-1] + s)
-    n, nj = offs[-1], len(jobs)
-    mm = mmap.mmap(-1, max(1, 40 * n + 8 * nj))
-    f64 = np.float64
-    out = (
-        np.frombuffer(mm, f64, n, 0),
-        np.frombuffer(mm, f64, n, 8 * n),
-        np.frombuffer(mm, f64, n, 16 * n),
-        np.frombuffer(mm, f64, n, 24 * n),
-        np.frombuffer(mm, np.int16, n, 32 * n),
-        np.frombuffer(mm, f64, nj, 40 * n),
-    )
-    _fan_out(groups, partial(_fill, jobs, offs, out))
-    first, fin, lag, gap, pre, busy = out
+    # fork: one request table, each job a contiguous range of it, through replay_into
+    offs = np.cumsum([0, *sizes])
+    arrival, prompt, output = (np.concatenate([np.asarray(j[c]) for j in jobs]) for c in (4, 5, 6))
+    streams: list[IndexedStream] = [
+        (*jobs[q][:4], jobs[q][7], np.arange(offs[q], offs[q + 1]), q) for q in range(len(jobs))
+    ]
+    dst = _outputs(int(offs[-1]))
+    src = (arrival, prompt, output)
+    busy, (first, fin, lag, gap, pre, _) = replay_into(streams, src, dst, processes)
     return [
         StreamResult(
-            first[offs[j] : offs[j + 1]],
-            fin[offs[j] : offs[j + 1]],
-            lag[offs[j] : offs[j + 1]],
-            gap[offs[j] : offs[j + 1]],
-            pre[offs[j] : offs[j + 1]],
-            float(busy[j]),
+            first[offs[q] : offs[q + 1]],
+            fin[offs[q] : offs[q + 1]],
+            lag[offs[q] : offs[q + 1]],
+            gap[offs[q] : offs[q + 1]],
+            pre[offs[q] : offs[q + 1]],
+            float(busy[q]),
         )
-        for j in range(nj)
+        for q in range(len(jobs))
     ]
+
+
+def _outputs(n: int) -> tuple[np.ndarray, ...]:
+    """Empty per-request outputs in shared memory: first, finish, lag, gap, preemptions,
+    served-by (NaN / 0 / -1)."""
+    nan = np.full(n, math.nan)
+    return (
+        shared_copy(nan),
+        shared_copy(nan),
+        shared_copy(nan),
+        shared_copy(nan),
+        shared_copy(np.zeros(n, dtype=np.int16)),
+        shared_copy(np.full(n, -1, dtype=np.int32)),
+    )
 
 
 def _run_reused(job: StreamJob) -> StreamResult:
@@ -981,9 +956,6 @@ def _run_reused(job: StreamJob) -> StreamResult:
         bufs = [np.empty(size) for _ in range(4)] + [np.empty(size, dtype=np.int16)]
         _LOCAL.out = bufs
     out = (bufs[0][:n], bufs[1][:n], bufs[2][:n], bufs[3][:n], bufs[4][:n])
-    for x in out[:4]:
-        x[:] = math.nan
-    out[4][:] = 0
     busy = _run_compiled(job, out)
     return StreamResult(*out, busy)
 
@@ -995,23 +967,26 @@ IndexedStream = tuple[ModelCost, PerfParams, float, float, float, np.ndarray, in
 def replay_into(
     streams: list[IndexedStream],
     src: tuple[np.ndarray, np.ndarray, np.ndarray],
-    dst: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray],
+    dst: tuple[np.ndarray, ...],
     processes: int = 1,
-) -> np.ndarray:
+) -> tuple[np.ndarray, tuple[np.ndarray, ...]]:
     """Replay engines whose requests are given by id, writing results in place.
 
     ``src`` = (arrival, prompt, output) and ``dst`` = (first token, finish, worst lag,
     longest gap, preemptions, served-by) are indexed by request id; stream ``j`` reads
     and writes only its ``ids`` (in arrival order) and marks the requests it finished
-    with its ``owner``. Returns each stream's busy seconds. With ``processes > 1`` and
-    ``fork``, the workers gather their own inputs and scatter their own results, so
-    ``dst`` must be writable by them (in shared memory: :mod:`~clustersim.serving.sharedmem`);
-    without ``fork`` the jobs go through :func:`run_streams` and the caller's process
+    with its ``owner``. Returns each stream's busy seconds and the six arrays written.
+    With ``processes > 1`` and ``fork`` the workers gather their own inputs and scatter
+    their own results into shared memory: a ``dst`` array that is not shared
+    (:mod:`~clustersim.serving.sharedmem`) is replaced by a shared copy, returned in its
+    place. Without ``fork`` the jobs go through :func:`run_streams` and this process
     scatters. Same results either way (tested).
     """
     arrival, prompt, output = src
-    first, fin, lag, gap, pre, served = dst
     forking = _can_fork(processes, len(streams))
+    if forking:
+        dst = tuple(a if is_shared(a) else shared_copy(a) for a in dst)
+    first, fin, lag, gap, pre, served = dst
     busy = shared_copy(np.zeros(len(streams))) if forking else np.zeros(len(streams))
 
     def scatter(j: int, r: StreamResult) -> None:
@@ -1039,4 +1014,4 @@ def replay_into(
             scatter(j, r)
     else:
         work(list(range(len(streams))))
-    return np.array(busy)
+    return np.array(busy), dst

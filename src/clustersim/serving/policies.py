@@ -497,7 +497,6 @@ class Dedicated(ServingPolicy):
             return False
         from clustersim.serving.fastpath import IndexedStream, replay_into
         from clustersim.serving.instance import fits_kv
-        from clustersim.serving.sharedmem import is_shared, shared_copy
 
         arr = sim.arrival
         arrived = int(np.searchsorted(arr, sim.horizon, side="right"))
@@ -540,13 +539,11 @@ class Dedicated(ServingPolicy):
                 streams.append((cost, sim.perf, sim.slo.tbt, cap, sim.horizon, mine, e.iid))
                 owners.append(e)
         outs = ("first_token", "finish_time", "max_lag", "max_gap", "preemptions", "served_by")
-        if self.processes > 1 and len(streams) > 1:  # workers write their results in place
-            for name in outs:  # (ServingSim allocates them shared; a subclass may not)
-                if not is_shared(getattr(sim, name)):
-                    setattr(sim, name, shared_copy(getattr(sim, name)))
-        dst = tuple(getattr(sim, name) for name in outs)
         src = (arr, sim.in_tokens, sim.out_tokens)
-        busy = replay_into(streams, src, dst, self.processes)
+        dst = tuple(getattr(sim, name) for name in outs)
+        busy, written = replay_into(streams, src, dst, self.processes)
+        for name, a in zip(outs, written, strict=True):  # shared copies when it forked
+            setattr(sim, name, a)
         for e, b in zip(owners, busy.tolist(), strict=True):
             e.busy = b
         sim.arrived = arrived
