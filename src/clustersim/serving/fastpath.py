@@ -17,7 +17,7 @@ reused from one stream to the next. :func:`replay_into` spreads engines given by
 ids over worker processes: with ``fork`` the workers inherit everything, gather their
 engines' inputs and scatter the results into shared per-request arrays (nothing is
 pickled or copied back), and the calling process runs one share itself;
-:func:`run_streams` does the same for self-contained jobs, through one shared output map.
+:func:`run_streams` does the same for self-contained jobs (laid end to end in one table).
 """
 
 from __future__ import annotations

@@ -248,8 +248,7 @@ class DecodeWorker:
         self.draining = False
         self.next_turn = -1
         self.last_turn = -1
-        self.seq_steps: dict[int, int] = {}  # model -> sum over runs of batch x steps
-        self.steps: dict[int, int] = {}  # model -> decode steps run
+        self.decoded: dict[int, list[int]] = {}  # model -> [sequence-steps, steps] run
 
     # -- queries -------------------------------------------------------------------
     def next_event(self) -> float:
@@ -388,8 +387,11 @@ class DecodeWorker:
         self.busy += te - t0
         m = self.run_model
         b = self.batches[m]
-        self.seq_steps[m] = self.seq_steps.get(m, 0) + b.B * k
-        self.steps[m] = self.steps.get(m, 0) + k
+        d = self.decoded.get(m)
+        if d is None:
+            d = self.decoded[m] = [0, 0]
+        d[0] += b.B * k
+        d[1] += k
         t1 = t0 + cost.tau(0)
         for rid, tf, lag, gap in b.advance(k, t0, t1, te, cost.tau(k - 1)):
             self.pol.complete(rid, tf, lag, gap, self.iid)
@@ -1007,9 +1009,9 @@ class TokenPooled(ServingPolicy):
         steps = [0] * nm
         workers = [0] * nm
         for w in dw:
-            for m, k in w.steps.items():
+            for m, (q, k) in w.decoded.items():
+                seq[m] += q
                 steps[m] += k
-                seq[m] += w.seq_steps[m]
                 workers[m] += 1
         return {
             "steps": [float(k) for k in steps],
