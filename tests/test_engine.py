@@ -217,3 +217,35 @@ def test_reference_on_sample_trace_avg_jct() -> None:
         eng_jct = sum(got[f"j{r.idx}"] - r.submit for r in ref) / len(ref)
         ref_jct = sum((r.end or 0) - r.submit for r in ref) / len(ref)
         assert eng_jct == pytest.approx(ref_jct, rel=1e-9), policy
+
+
+@pytest.mark.parametrize("policy", ["fifo_backfill", "las", "srtf"])
+def test_finished_engine_is_freed_by_reference_counting(policy: str) -> None:
+    # The view is the engine's only cycle; run() cuts it, so with the cyclic GC paused
+    # dropping the engine frees it (and its records) at once, and the view is retired.
+    import gc
+    import weakref
+
+    from clustersim.schedulers.registry import create_scheduler
+
+    jobs = make_jobs([(0, 2, 10), (1, 4, 5), (2, 1, 1), (3, 3, 7)])
+    eng = Engine(
+        Cluster.uniform(1, 4, "V100"),
+        jobs,
+        create_scheduler(policy, {}),
+        get_placement("first_fit"),
+    )
+    view = eng.view
+    res = eng.run()
+    assert len(res.records) == 4 and all(r.end > 0 for r in res.records)
+    ref = weakref.ref(eng)
+    was = gc.isenabled()
+    gc.disable()
+    try:
+        del eng
+        assert ref() is None
+    finally:
+        if was:
+            gc.enable()
+    with pytest.raises(AttributeError):
+        _ = view.now

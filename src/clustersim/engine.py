@@ -744,6 +744,11 @@ class Engine:
         finally:
             if self._bar is not None:
                 self._bar.close()
+            # The view points back at the engine: cut that cycle so the engine, its
+            # 10^5 records and jobs are freed by reference counting once the caller
+            # drops them, instead of waiting for (and lengthening) a full cyclic-GC
+            # pass, e.g. ~0.2 s at interpreter exit after a Philly replay.
+            self.view._detach()
         if stopped == "drained" and self._done + self._skipped < len(self.records):
             stopped = "stalled"
         self._record()

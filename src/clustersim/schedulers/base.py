@@ -186,6 +186,10 @@ class ClusterView:
         self._state = engine.state
         self._placement = engine.placement
 
+    def _detach(self) -> None:
+        """Called by the engine when its run ends: the view is valid only during a run."""
+        self._e = None
+
     @property
     def now(self) -> float:
         """Current simulated time (s)."""
