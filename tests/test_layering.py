@@ -59,3 +59,44 @@ def test_every_module_has_a_docstring() -> None:
         if ast.get_docstring(ast.parse(p.read_text())) is None
     ]
     assert missing == []
+
+
+def test_a_plain_run_imports_only_what_it_uses() -> None:
+    # start-up is part of the whole-process speed: running a homogeneous scenario must not
+    # pull in the heterogeneous policies, the reliability simulator, YAML or plotting
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\n"
+        "from clustersim.api import simulate\n"
+        "from clustersim.config import validate_scenario\n"
+        "sc = validate_scenario({'name': 'x', 'cluster': {'nodes': 1, 'gpus_per_node': 2,"
+        " 'device': 'V100'}, 'workload': {'format': 'synthetic', 'synthetic': {'jobs': 5,"
+        " 'gpu_mix': {1: 1.0}}},"
+        " 'scheduler': {'name': 'fifo_backfill'}})\n"
+        "simulate(sc)\n"
+        "print(' '.join(sorted(sys.modules)))\n"
+    )
+    env = {"PYTHONPATH": str(SRC.parent), "PATH": "/usr/bin:/bin"}
+    out = subprocess.run(
+        [sys.executable, "-c", code], check=True, capture_output=True, text=True, env=env
+    )
+    loaded = set(out.stdout.split())
+    assert "clustersim.engine" in loaded and "clustersim.reliability.failures" in loaded
+    for heavy in (
+        "clustersim.schedulers.hetero_policies",
+        "clustersim.reliability.sim",
+        "clustersim.reliability.recovery",
+        "yaml",
+        "matplotlib",
+    ):
+        assert heavy not in loaded, heavy
+
+
+def test_reliability_exports_resolve_lazily() -> None:
+    import clustersim.reliability as rel
+
+    for name in rel.__all__:
+        assert getattr(rel, name) is not None, name
+    assert set(rel.__all__) <= set(dir(rel))

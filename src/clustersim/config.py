@@ -21,7 +21,6 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
 from pydantic import (
     BaseModel,
     ConfigDict,
@@ -278,6 +277,8 @@ def set_dotted(data: dict[str, Any], key: str, value: Any) -> None:
 
 def _line_index(text: str) -> dict[tuple[str, ...], int]:
     """Map dotted key paths of a YAML mapping to their 1-based line numbers."""
+    import yaml
+
     index: dict[tuple[str, ...], int] = {}
     try:
         root = yaml.compose(text, Loader=yaml.SafeLoader)
@@ -363,6 +364,8 @@ def validate_scenario(
 
 def load_yaml(path: str | Path) -> tuple[Any, str]:
     """Read a YAML file with ``safe_load``; errors name the file and line."""
+    import yaml
+
     p = Path(path)
     try:
         text = p.read_text(encoding="utf-8")
@@ -395,4 +398,6 @@ def load_scenario(path: str | Path | None = None) -> Scenario:
 
 def scenario_to_yaml(scenario: Scenario) -> str:
     """The resolved scenario as YAML (what ``DIR/config.yaml`` holds)."""
+    import yaml
+
     return yaml.safe_dump(scenario.model_dump(mode="json"), sort_keys=False)

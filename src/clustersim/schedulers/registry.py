@@ -68,9 +68,10 @@ def _load_entry_points() -> None:
 
 def get_scheduler(name: str) -> type[Scheduler]:
     """The policy class registered as ``name`` (built-in or entry point)."""
-    import clustersim.schedulers.hetero_policies
-    import clustersim.schedulers.policies  # noqa: F401  (registers the built-ins)
+    import clustersim.schedulers.policies  # (registers the built-ins)
 
+    if name not in SCHEDULERS:  # the heterogeneous policies' module is big: only on demand
+        import clustersim.schedulers.hetero_policies  # noqa: F401
     if name not in SCHEDULERS:
         _load_entry_points()
     try:
