@@ -17,6 +17,11 @@ Aegaeon's SLO (TTFT 10 s, TBT 100 ms, token deadlines from arrival):
   5 minutes around the aggregate daily peak are replayed and ``dedicated`` is
   load-tested on that same window.
 
+``--scope`` (temporal market): ``market`` (all models), ``cold_tail`` (the 94.1 %
+least-requested models by daily mean rate, Aegaeon's cut, with exactly their requests of
+the full market; dedicated and pools sized on the tail alone) or ``both`` (default; the
+tail's rows go to ``summary.json["cold_tail"]`` and ``cold_tail_*.png``).
+
 Outputs ``summary.json`` (policy -> gpus_needed, slo_attainment, cost_per_mtok, tail
 latency, utilisation; savings vs dedicated; a traffic sweep for dedicated vs the
 pooled policies) and PNG figures.
@@ -81,6 +86,9 @@ from experiments._points import PointResult, add_sweep_args, run_points  # noqa:
 TRACES = Path(__file__).resolve().parents[1].parent / "shared" / "traces"
 OKABE_ITO = ["#0072B2", "#E69F00", "#009E73", "#D55E00", "#CC79A7", "#56B4E9", "#F0E442"]
 POOLED = ["serverless", "multiplexed", "token_pooled", "hybrid_pooled"]
+TAIL_MODEL_SHARE = 0.941
+"""Aegaeon's cut: the 94.1 % least-requested models are the cold tail (literature §1.1)."""
+SCOPES = ("market", "cold_tail")
 INPUT_FILES = {
     "genai": ("alibaba-genai-2026-sd", "lora_request_trace.csv"),
     "azure_conv": ("azure-llm-2023", "AzureLLMInferenceTrace_conv.csv"),
@@ -203,7 +211,18 @@ def _tmarket(params: dict[str, Any]) -> TemporalMarket:
             shape="genai",
             total_rate=_base_rate(traces) * f,
         )
-    return _TMARKETS[key]
+    scope = str(params.get("scope", "market"))
+    if scope == "market":
+        return _TMARKETS[key]
+    if scope != "cold_tail":
+        raise ConfigError(f"scope must be 'market' or 'cold_tail', not {scope!r}")
+    tkey = (*key, scope)
+    if tkey not in _TMARKETS:
+        full = _TMARKETS[key]
+        _TMARKETS[tkey] = full.subset(
+            full.cold_tail(TAIL_MODEL_SHARE), label="[cold tail: 94.1 % least-requested models]"
+        )
+    return _TMARKETS[tkey]
 
 
 def _t_windows(tm: TemporalMarket, dev: Any, k: int) -> tuple[list[int], np.ndarray]:
@@ -374,6 +393,10 @@ def _t_point(params: dict[str, Any], dev: Any) -> dict[str, Any]:
             "device": dev.name,
             "requests": int(sum(len(_t_replay(tm, w, warmup).requests) for w in windows)),
             "market": "temporal",
+            "scope": str(params.get("scope", "market")),
+            "models": len(tm.models),
+            "model_names": [m.name for m in tm.models],
+            "daily_mean_rate": tm.total_rate,
             "windows": windows,
             "window_start_s": [w * tm.window for w in windows],
             "window_work_device_s_per_s": [float(agg_work[w]) for w in windows],
@@ -489,8 +512,12 @@ def run(
     executor: str | None = None,
     workers: int | None = 1,
     force: bool = False,
+    scopes: Sequence[str] = SCOPES,
 ) -> dict[str, Any]:
     out.mkdir(parents=True, exist_ok=True)
+    scopes = [sc for sc in SCOPES if sc in scopes]
+    if market != "temporal" or not scopes:
+        scopes = ["market"]
     n_models = 16 if quick else 86
     order = ["dedicated", "token_pooled", "hybrid_pooled", "multiplexed", "serverless"]
     chosen = [p for p in order if policies_run is None or p in policies_run]
@@ -528,7 +555,13 @@ def run(
         name="pooling-savings",
         base=base,
         points=[
-            *({"kind": "policy", "policy": p} for p in chosen),
+            *(
+                {"kind": "policy", "policy": p}
+                if sc == "market"
+                else {"kind": "policy", "policy": p, "scope": sc}
+                for sc in scopes
+                for p in chosen
+            ),
             *({"kind": "traffic", "factor": f} for f in factors),
         ],
         seeds=[seed],
@@ -537,25 +570,31 @@ def run(
         force=force,
     )
     pts: list[PointResult] = run_.results
-    policies: dict[str, Any] = {}
-    info: dict[str, Any] = {}  # the market's description, from the points
+    by_scope: dict[str, dict[str, Any]] = {sc: {} for sc in scopes}
+    infos: dict[str, dict[str, Any]] = {}  # each scope's market description
     for pt in pts:
         if pt.params["kind"] == "policy":
+            sc = str(pt.params.get("scope", "market"))
             row = {k: v for k, v in pt.summary.items() if k != "wall_seconds"}
-            info = row.pop("_market", info)
-            policies[str(pt.params["policy"])] = row
+            if "_market" in row:
+                infos[sc] = row.pop("_market")
+            by_scope[sc][str(pt.params["policy"])] = row
     sweep = [
         {k: v for k, v in pt.summary.items() if k != "wall_seconds"}
         for pt in pts
         if pt.params["kind"] == "traffic"
     ]
-    g_ded = policies["dedicated"]["gpus_needed"]
-    for p in POOLED:
-        if p not in policies:
-            policies[p] = {"gpus_needed": None, "note": "not run (--policies)"}
-            continue
-        g = policies[p].get("gpus_needed")
-        policies[p]["gpu_saving_vs_dedicated"] = (1 - g / g_ded) if g else None
+    for pol in by_scope.values():
+        g_ded = pol["dedicated"]["gpus_needed"]
+        for p in POOLED:
+            if p not in pol:
+                pol[p] = {"gpus_needed": None, "note": "not run (--policies)"}
+                continue
+            g = pol[p].get("gpus_needed")
+            pol[p]["gpu_saving_vs_dedicated"] = (1 - g / g_ded) if g else None
+    head = scopes[0]
+    policies = by_scope[head]
+    info = infos[head]
     tp = policies["token_pooled"]
     hy = policies["hybrid_pooled"]
     cal = info["calibration"]
@@ -588,6 +627,7 @@ def run(
             "cost_per_mtok": (hy.get("cost_per_mtok"), tp.get("cost_per_mtok")),
         },
         "traffic_sweep": sweep,
+        "cold_tail": _tail_summary(by_scope, infos) if "cold_tail" in by_scope else None,
         "paper": {
             "gpus_before": 1192,
             "gpus_after": 213,
@@ -596,10 +636,36 @@ def run(
         },
         "wall_seconds": run_.compute_seconds("wall_seconds"),
     }
+    if head != "market":  # only the cold tail was run: its rows are the main table
+        summ["scope"] = head
     (out / "summary.json").write_text(json.dumps(summ, indent=2, default=_json))
     _plots(out, policies, sweep, info["device"])
+    if "cold_tail" in by_scope and head != "cold_tail":
+        _plots(out, by_scope["cold_tail"], [], info["device"], prefix="cold_tail_")
     print(run_.line())
     return summ
+
+
+def _tail_summary(by_scope: dict[str, Any], infos: dict[str, Any]) -> dict[str, Any]:
+    """The cold-tail rows, with the tail's share of the market's requests and GPUs."""
+    pol = by_scope["cold_tail"]
+    tinfo = infos["cold_tail"]
+    tp = pol["token_pooled"]
+    out: dict[str, Any] = {
+        "rule": f"the {TAIL_MODEL_SHARE:.1%} least-requested models by daily mean rate "
+        "(Aegaeon's cut), with exactly their requests of the full market; dedicated and "
+        "pooled sized as for the market, on the tail's own busiest windows",
+        "market": tinfo,
+        "policies": pol,
+        "token_pooled_saving_vs_dedicated": tp.get("gpu_saving_vs_dedicated"),
+        "meets_75pct_saving": bool((tp.get("gpu_saving_vs_dedicated") or 0) >= 0.75),
+    }
+    if "market" in by_scope:
+        full = infos["market"]
+        out["request_share_of_market"] = tinfo["daily_mean_rate"] / full["daily_mean_rate"]
+        g_full = by_scope["market"]["dedicated"]["gpus_needed"]
+        out["dedicated_gpu_share_of_market"] = pol["dedicated"]["gpus_needed"] / g_full
+    return out
 
 
 def _json(x: Any) -> Any:
@@ -610,7 +676,9 @@ def _json(x: Any) -> Any:
     return str(x)
 
 
-def _plots(out: Path, policies: dict[str, Any], sweep: list[dict[str, Any]], dev: str) -> None:
+def _plots(
+    out: Path, policies: dict[str, Any], sweep: list[dict[str, Any]], dev: str, prefix: str = ""
+) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -632,10 +700,11 @@ def _plots(out: Path, policies: dict[str, Any], sweep: list[dict[str, Any]], dev
                 rotation=90,
             )
     ax.set_ylabel("GPUs needed at equal SLO attainment")
-    ax.set_title(f"Same market load, each policy ({dev})")
+    what = "the cold tail's load" if prefix else "same market load"
+    ax.set_title(f"{what[0].upper()}{what[1:]}, each policy ({dev})")
     ax.tick_params(axis="x", labelsize=8)
     fig.tight_layout()
-    fig.savefig(out / "gpus_needed.png", dpi=150)
+    fig.savefig(out / f"{prefix}gpus_needed.png", dpi=150)
     plt.close(fig)
 
     fig, ax = plt.subplots(figsize=(6.4, 4.0))
@@ -649,7 +718,7 @@ def _plots(out: Path, policies: dict[str, Any], sweep: list[dict[str, Any]], dev
     ax.set_title("Devices vs tail token latency at the needed pool size")
     ax.legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(out / "gpus_vs_tail.png", dpi=150)
+    fig.savefig(out / f"{prefix}gpus_vs_tail.png", dpi=150)
     plt.close(fig)
 
     if sweep:
@@ -708,6 +777,13 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         default=None,
         help="comma-separated subset of policies to run (default: all; must include dedicated)",
     )
+    ap.add_argument(
+        "--scope",
+        default="both",
+        choices=["both", *SCOPES],
+        help="temporal market: the whole market, its cold tail (the 94.1 %% least-requested "
+        "models, Aegaeon's cut) or both (default)",
+    )
     add_sweep_args(ap, workers=1)
     a = ap.parse_args(argv)
     if not TRACES.exists():
@@ -725,17 +801,23 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
             warmup=a.warmup,
             tol=a.tol,
             policies_run=a.policies.split(",") if a.policies else None,
+            scopes=SCOPES if a.scope == "both" else (a.scope,),
             executor=a.executor,
             workers=a.workers,
             force=a.force,
         )
     except ConfigError as e:
         raise SystemExit(f"error: {e}") from None
-    for p, r in s["policies"].items():
-        print(
-            f"{p:14s} gpus={r.get('gpus_needed')} attain={r.get('slo_attainment')} "
-            f"cost/Mtok={r.get('cost_per_mtok')}"
-        )
+    tables = [(s.get("scope", "market"), s["policies"])]
+    if s.get("cold_tail") and s.get("scope") != "cold_tail":
+        tables.append(("cold_tail", s["cold_tail"]["policies"]))
+    for name, pol in tables:
+        print(f"[{name}]")
+        for p, r in pol.items():
+            print(
+                f"{p:14s} gpus={r.get('gpus_needed')} attain={r.get('slo_attainment')} "
+                f"cost/Mtok={r.get('cost_per_mtok')}"
+            )
     print(f"wrote {a.out / 'summary.json'} and PNGs in {a.out}")
     return s
 

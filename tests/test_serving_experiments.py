@@ -49,3 +49,17 @@ def test_pooling_savings_quick(tmp_path: Path) -> None:
             assert r["slo_attainment"] >= 0.99, p
             assert r["gpus_needed"] <= ded, p
     assert (tmp_path / "gpus_needed.png").exists()
+    # the cold tail (Aegaeon's cut: 94.1 % of 16 models -> 15) with exactly its requests
+    tail = s["cold_tail"]
+    assert tail["market"]["models"] == 15 and tail["market"]["scope"] == "cold_tail"
+    assert set(tail["market"]["model_names"]) < {f"m{i:03d}" for i in range(16)}
+    assert 0 < tail["request_share_of_market"] < 1
+    tded = tail["policies"]["dedicated"]["gpus_needed"]
+    assert tded >= 15  # >= 1 engine per tail model
+    for p, r in tail["policies"].items():
+        if r.get("gpus_needed"):
+            assert r["slo_attainment"] >= 0.99 and r["gpus_needed"] <= tded, p
+    assert tail["token_pooled_saving_vs_dedicated"] == pytest.approx(
+        1 - tail["policies"]["token_pooled"]["gpus_needed"] / tded
+    )
+    assert (tmp_path / "cold_tail_gpus_needed.png").exists()

@@ -212,3 +212,38 @@ def test_span_rejects_outside_the_day() -> None:
     with pytest.raises(ConfigError):
         tm.span(0.0, 1800.0)
     assert SLO().tbt == 0.1
+
+
+def test_subset_generates_the_same_requests_as_the_full_market() -> None:
+    # three models with different rates; the sub-market of models 2 and 0 must hold
+    # exactly their requests of the full market (seeds keep the original numbers)
+    rates = np.array([[0.5, 1.0, 0.2], [2.0, 2.0, 2.0], [0.1, 0.0, 0.3]])
+    full = _hand_market(rates)
+    sub = full.subset([2, 0])
+    assert [m.name for m in sub.models] == ["m2", "m0"]
+    assert sub.total_rate == pytest.approx((0.4 / 3) + (1.7 / 3))
+    assert sub.shares.sum() == pytest.approx(1.0)
+    a = full.span(0.0, 1800.0).requests
+    b = sub.span(0.0, 1800.0).requests
+    for local, orig in ((0, 2), (1, 0)):
+        fa = a.model == orig
+        fb = b.model == local
+        assert fb.sum() == fa.sum() > 0
+        np.testing.assert_array_equal(b.arrival[fb], a.arrival[fa])
+        np.testing.assert_array_equal(b.input_tokens[fb], a.input_tokens[fa])
+    # a subset of a subset still maps back to the original generators
+    subsub = sub.subset([1])
+    c = subsub.span(0.0, 1800.0).requests
+    np.testing.assert_array_equal(c.arrival, a.arrival[a.model == 0])
+    with pytest.raises(ConfigError, match="distinct"):
+        full.subset([0, 0])
+
+
+def test_cold_tail_is_the_least_requested_share_of_models() -> None:
+    # daily means 1.0, 0.2, 3.0, 0.2, 0.5: ascending with ties to the higher index ->
+    # 3, 1, 4, 0, 2; 60 % of 5 models = 3 -> {1, 3, 4}
+    rates = np.array([[1.0], [0.2], [3.0], [0.2], [0.5]])
+    tm = _hand_market(rates)
+    assert tm.cold_tail(0.6) == [1, 3, 4]
+    assert tm.cold_tail(1.0) == [0, 1, 2, 3, 4]
+    assert tm.cold_tail(0.01) == [3]

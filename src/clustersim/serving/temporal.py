@@ -186,6 +186,9 @@ class TemporalMarket:
         lengths: the (input, output) pairs drawn per request.
         base: entropy of the per-(model, window) generators.
         window: window length (s). source: provenance.
+        keys: per model, the model number in the generators' seed ``[base, key, w]``
+            (``None``: its index). :meth:`subset` keeps the original numbers, so a
+            sub-market generates exactly the requests its models had in the full one.
     """
 
     models: tuple[MarketModel, ...]
@@ -202,6 +205,7 @@ class TemporalMarket:
     base: int
     window: float = 600.0
     source: str = ""
+    keys: np.ndarray | None = None
 
     @property
     def n_windows(self) -> int:
@@ -215,7 +219,8 @@ class TemporalMarket:
 
     def _window(self, m: int, w: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Arrival times (absolute, s), inputs and outputs of model ``m`` in window ``w``."""
-        rng = np.random.default_rng([self.base, m, w])
+        key = m if self.keys is None else int(self.keys[m])
+        rng = np.random.default_rng([self.base, key, w])
         ts = w * self.window
         te = ts + self.window
         got: list[np.ndarray] = []
@@ -300,6 +305,57 @@ class TemporalMarket:
     def day(self) -> Market:
         """The whole day."""
         return self.span(0.0, self.n_windows * self.window)
+
+    def subset(self, models: Sequence[int], label: str = "") -> TemporalMarket:
+        """The market of only ``models`` (indices, kept in the order given).
+
+        Each kept model keeps its rates, client days and generator seed, so every window
+        of the sub-market holds exactly the requests those models have in this market;
+        ``shares`` are renormalised over the kept models and ``total_rate`` is their
+        summed daily mean.
+        """
+        idx = np.asarray(list(models), dtype=np.int64)
+        if idx.size == 0:
+            raise ConfigError("TemporalMarket.subset needs at least one model")
+        if len(set(idx.tolist())) != idx.size or idx.min() < 0 or idx.max() >= len(self.models):
+            raise ConfigError(
+                f"TemporalMarket.subset: model indices must be distinct and in "
+                f"0..{len(self.models) - 1}"
+            )
+        keys = idx if self.keys is None else self.keys[idx]
+        shares = self.shares[idx]
+        return TemporalMarket(
+            models=tuple(self.models[i] for i in idx.tolist()),
+            shares=shares / shares.sum(),
+            total_rate=float(self.rates[idx].mean(axis=1).sum()),
+            rates=self.rates[idx],
+            members=tuple(self.members[i] for i in idx.tolist()),
+            scale=self.scale[idx],
+            day_rate=self.day_rate,
+            day_cv=self.day_cv,
+            day_client=self.day_client,
+            day_index=self.day_index,
+            lengths=self.lengths,
+            base=self.base,
+            window=self.window,
+            source=f"{self.source}{label or f'[{idx.size} models]'}",
+            keys=keys.copy(),
+        )
+
+    def cold_tail(self, model_share: float = 0.941) -> list[int]:
+        """Indices of the least-requested ``model_share`` of the models (Aegaeon's cut).
+
+        Models ranked by daily mean rate, ascending (ties: higher index first, i.e. the
+        later, less popular model of the construction order); the tail is the
+        ``round(model_share * models)`` lowest, returned in market order.
+        """
+        if not 0.0 < model_share <= 1.0:
+            raise ConfigError(f"cold_tail: model_share must be in (0, 1], not {model_share}")
+        n = len(self.models)
+        k = max(1, min(n, round(model_share * n)))
+        mean = self.rates.mean(axis=1)
+        order = sorted(range(n), key=lambda m: (float(mean[m]), -m))
+        return sorted(order[:k])
 
 
 def _cat(parts: list[np.ndarray]) -> np.ndarray:
