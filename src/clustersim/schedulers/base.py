@@ -179,7 +179,11 @@ PlacementFn = Callable[[Job, "ClusterState"], "tuple[int, ...] | None"]
 
 
 class ClusterView:
-    """What a scheduler may read. Built by the engine; do not mutate what it returns."""
+    """What a scheduler may read. Built by the engine; do not mutate what it returns.
+
+    Valid only during the engine's run: when the run ends the engine detaches it (so the
+    finished engine is not kept alive by a cycle), and reading it then raises.
+    """
 
     def __init__(self, engine: Any) -> None:
         self._e = engine
