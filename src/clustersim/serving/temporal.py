@@ -51,7 +51,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -324,20 +324,14 @@ class TemporalMarket:
             )
         keys = idx if self.keys is None else self.keys[idx]
         shares = self.shares[idx]
-        return TemporalMarket(
+        return replace(  # the client-day pool, lengths, base and window are shared
+            self,
             models=tuple(self.models[i] for i in idx.tolist()),
             shares=shares / shares.sum(),
             total_rate=float(self.rates[idx].mean(axis=1).sum()),
             rates=self.rates[idx],
             members=tuple(self.members[i] for i in idx.tolist()),
             scale=self.scale[idx],
-            day_rate=self.day_rate,
-            day_cv=self.day_cv,
-            day_client=self.day_client,
-            day_index=self.day_index,
-            lengths=self.lengths,
-            base=self.base,
-            window=self.window,
             source=f"{self.source}{label or f'[{idx.size} models]'}",
             keys=keys.copy(),
         )
