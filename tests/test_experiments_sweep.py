@@ -70,7 +70,7 @@ def _runs(out: Path) -> dict[str, bytes]:
         pytest.param(
             "pooling_savings",
             ["--quick"],
-            10,  # 5 policies (dedicated + 4 pooled) x 2 scopes (market, cold tail); no traffic sweep
+            10,  # 5 policies (dedicated + 4 pooled) x 2 scopes (market, cold tail)
             marks=[
                 pytest.mark.slow,
                 pytest.mark.skipif(not TRACES.exists(), reason="needs ../shared/traces"),
