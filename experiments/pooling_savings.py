@@ -628,6 +628,9 @@ def run(
         },
         "traffic_sweep": sweep,
         "cold_tail": _tail_summary(by_scope, infos) if "cold_tail" in by_scope else None,
+        "token_pooled_saving_by_scope": {
+            sc: pol["token_pooled"].get("gpu_saving_vs_dedicated") for sc, pol in by_scope.items()
+        },
         "paper": {
             "gpus_before": 1192,
             "gpus_after": 213,

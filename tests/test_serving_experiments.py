@@ -63,3 +63,7 @@ def test_pooling_savings_quick(tmp_path: Path) -> None:
         1 - tail["policies"]["token_pooled"]["gpus_needed"] / tded
     )
     assert (tmp_path / "cold_tail_gpus_needed.png").exists()
+    assert s["token_pooled_saving_by_scope"] == {
+        "market": s["token_pooled_saving_vs_dedicated"],
+        "cold_tail": tail["token_pooled_saving_vs_dedicated"],
+    }
