@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import platform
 import resource
 import subprocess
 import sys
@@ -20,6 +21,17 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 DEFAULT_TRACE = HERE.parent.parent / "shared" / "traces" / "philly" / "philly_jobs.csv"
+
+
+def _cpu_model() -> str:
+    """The CPU's model name (jobs/s are only comparable on one machine)."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine() or "unknown CPU"
 
 
 def one(policy: str, trace: str, nodes: int) -> dict[str, object]:
@@ -69,7 +81,10 @@ def main() -> None:
     if not Path(args.trace).exists():
         sys.exit(f"trace not found: {args.trace} (needs ../shared/traces beside the repo)")
     print(f"Philly replay: {args.trace} on {args.nodes} x 8 GPUs")
-    print(f"cores: {os.cpu_count()}, load average before: {os.getloadavg()[0]:.2f}")
+    print(
+        f"machine: {_cpu_model()}, {os.cpu_count()} cores, Python {platform.python_version()}; "
+        f"load average before: {os.getloadavg()[0]:.2f}"
+    )
     for p in args.policies:
         ru0 = resource.getrusage(resource.RUSAGE_CHILDREN)
         t0 = time.perf_counter()
