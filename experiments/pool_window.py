@@ -8,7 +8,8 @@ minute of the replay, where the misses are, how busy each kind of worker was
 busiest models' decode batches against the staffing plan.
 
 Run: ``python experiments/pool_window.py --policy serverless --gpus 3456 --window 20:10
-[--kw scale_out_at=8] [--kw staffing=proportional]``. Needs ``../shared/traces``.
+[--kw scale_out_at=8] [--kw staffing=proportional] [--scope cold_tail]``. Needs
+``../shared/traces``.
 """
 
 from __future__ import annotations
@@ -64,8 +65,17 @@ def main(argv: Sequence[str] | None = None) -> float:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--kw", action="append", default=[], help="policy parameter key=value")
     ap.add_argument("--traces", type=Path, default=TRACES)
+    ap.add_argument(
+        "--scope",
+        default="market",
+        choices=["market", "cold_tail"],
+        help="the whole market, or its cold tail (the 94.1 %% least-requested models, as "
+        "pooling_savings.py --scope cold_tail)",
+    )
     a = ap.parse_args(argv)
     tm = temporal_market(a.traces, 86, np.random.default_rng(a.seed))
+    if a.scope == "cold_tail":
+        tm = tm.subset(tm.cold_tail(0.941), label="[cold tail]")
     w = _window(a.window, tm.window)
     start = max(0.0, w * tm.window - a.warmup)
     mk = tm.span(start, (w + 1) * tm.window)
@@ -92,7 +102,7 @@ def main(argv: Sequence[str] | None = None) -> float:
             f"misses: {int(bad.sum()):,}; first token within 10 s: "
             f"{np.mean(ttft[bad] <= 10.0):.3f}; median longest gap "
             f"{np.nanmedian(res.max_gap[bad]):.2f} s; by model: "
-            + ", ".join(f"m{m} {mk.models[m].spec.name} {per_model[m]}" for m in top)
+            + ", ".join(f"{mk.models[m].name} {mk.models[m].spec.name} {per_model[m]}" for m in top)
         )
     print("workers over the replay (busy / loading: share of their allocated device-time):")
     for kind, tp, n, dev, busy, load in worker_breakdown(res):
@@ -104,7 +114,7 @@ def main(argv: Sequence[str] | None = None) -> float:
         print("decode batches of the busiest models (time-averaged vs staffing plan):")
         for m in np.argsort(-work, kind="stable")[:5].tolist():
             print(
-                f"  m{m} {mk.models[m].spec.name}: {db['mean_batch'][m]:.1f} vs "
+                f"  {mk.models[m].name} {mk.models[m].spec.name}: {db['mean_batch'][m]:.1f} vs "
                 f"{db['planned_batch'][m]:.1f}, on {int(db['workers'][m])} decode workers"
             )
     return att
