@@ -9,8 +9,11 @@ import pytest
 
 from clustersim.errors import ConfigError, TraceError
 from clustersim.serving import (
+    Market,
+    MarketModel,
     Requests,
     genai_popularity,
+    get_model,
     load_azure_llm,
     load_genai_load_latencies,
     load_genai_requests,
@@ -127,6 +130,22 @@ def test_trace_errors_name_file_line_field(tmp_path: Path) -> None:
         load_mooncake(mc)
     with pytest.raises(TraceError, match="file not found"):
         load_genai_requests(tmp_path / "nope.csv")
+    # token counts must fit the int32 token arrays; negative ones are refused too
+    big = tmp_path / "big.csv"
+    big.write_text(
+        "TIMESTAMP,ContextTokens,GeneratedTokens\n2023-11-16 18:15:46.68,374,2147483648\n"
+    )
+    with pytest.raises(TraceError, match=r":2: field 'GeneratedTokens'.*exceeds 2147483647"):
+        load_azure_llm(big)
+    mc.write_text(
+        '{"timestamp": 0, "input_length": 5, "output_length": 1}\n'
+        '{"timestamp": 1, "input_length": -3, "output_length": 1}\n'
+    )
+    with pytest.raises(TraceError, match=r":2: field 'input_length'.*negative token count"):
+        load_mooncake(mc)
+    mc.write_text('{"timestamp": 0, "input_length": 5, "output_length": 7}\n')
+    ok = load_mooncake(mc)
+    assert ok.input_tokens.dtype == np.int32 and ok.output_tokens.tolist() == [7]
 
 
 def test_requests_validation() -> None:
@@ -136,6 +155,22 @@ def test_requests_validation() -> None:
         )
     r = Requests.build([2.0, 1.0], [0, 1], [0, 5], [3, 0])
     assert list(r.arrival) == [1.0, 2.0] and r.input_tokens.min() == 1
+    one = np.ones(3, np.int32)
+    for bad in ([0.0, np.nan, 2.0], [0.0, 1.0, np.inf], [-1.0, 0.0, 1.0], [np.nan, 1.0, 2.0]):
+        with pytest.raises(ConfigError, match="finite and >= 0"):
+            Requests(np.array(bad), np.zeros(3, np.int32), one, one)
+
+
+def test_window_rates_by_model_and_window() -> None:
+    # 2 models, 3 windows of 10 s: model 0 at 1, 2, 25 s; model 1 at 12, 13, 14, 29.9 s
+    r = Requests.build(
+        [1.0, 2.0, 25.0, 12.0, 13.0, 14.0, 29.9], [0, 0, 0, 1, 1, 1, 1], [1] * 7, [1] * 7
+    )
+    m = get_model("Qwen2.5-7B")
+    mk = Market((MarketModel("a", m), MarketModel("b", m)), r, 30.0, "hand")
+    np.testing.assert_array_equal(
+        mk.window_rates(10.0), np.array([[0.2, 0.0, 0.1], [0.0, 0.3, 0.1]])
+    )
 
 
 # ---------------------------------------------------------------- synthetic market

@@ -97,9 +97,11 @@ class Requests:
             if len(getattr(self, name)) != n:
                 raise ConfigError(f"Requests.{name} has {len(getattr(self, name))} rows, not {n}")
         if n:
-            if np.any(np.diff(self.arrival) < 0):
+            a = self.arrival
+            if np.any(a[1:] < a[:-1]):
                 raise ConfigError("Requests.arrival must be sorted (use Requests.build)")
-            if self.arrival[0] < 0 or not np.all(np.isfinite(self.arrival)):
+            # sorted and a[0] >= 0: the sum is finite exactly when every value is
+            if not a[0] >= 0 or not math.isfinite(float(a.sum())):
                 raise ConfigError("Requests.arrival must be finite and >= 0")
             if self.input_tokens.min() < 1 or self.output_tokens.min() < 1:
                 raise ConfigError("Requests need input_tokens >= 1 and output_tokens >= 1")
@@ -154,10 +156,19 @@ class Market:
     def window_rates(self, window: float = 600.0) -> np.ndarray:
         """Arrival rate (req/s) per model per window: shape ``(models, windows)``."""
         nw = max(1, math.ceil(self.duration / window))
-        idx = np.minimum((self.requests.arrival // window).astype(np.int64), nw - 1)
-        out = np.zeros((len(self.models), nw))
-        np.add.at(out, (self.requests.model, idx), 1.0)
-        return out / window
+        nm = len(self.models)
+        a, m = self.requests.arrival, self.requests.model
+        # arrivals are sorted: window w holds [w * window, (w + 1) * window), the last one
+        # everything after; one bincount per window, no request-sized temporaries
+        edges = np.concatenate(
+            ([0], np.searchsorted(a, np.arange(1, nw) * window, side="left"), [len(a)])
+        ).tolist()
+        counts = np.zeros((nm, nw))
+        for w in range(nw):
+            if edges[w + 1] > edges[w]:
+                counts[:, w] = np.bincount(m[edges[w] : edges[w + 1]], minlength=nm)
+        out: np.ndarray = counts / window
+        return out
 
     def slice_time(self, start: float, end: float) -> Market:
         """Requests arriving in ``[start, end)``, re-based to start at 0."""
@@ -173,9 +184,17 @@ class Market:
         )
 
 
+MAX_TOKENS = 2**31 - 1
+"""Largest token count a trace row may hold (token arrays are int32, as in :class:`Requests`)."""
+
+
+def _bad_tokens(v: int) -> str:
+    return "negative token count" if v < 0 else f"token count {v} exceeds {MAX_TOKENS}"
+
+
 @dataclass(frozen=True)
 class LengthTrace:
-    """Arrivals and token lengths of an LLM request trace (one model)."""
+    """Arrivals and token lengths (int32) of an LLM request trace (one model)."""
 
     arrival: np.ndarray
     input_tokens: np.ndarray
@@ -653,8 +672,8 @@ def load_azure_llm(path: str | Path) -> LengthTrace:
                     v = int(row[name])
                 except ValueError:
                     raise TraceError(str(p), ln, name, f"'{row[name]}' is not an integer") from None
-                if v < 0:
-                    raise TraceError(str(p), ln, name, "negative token count")
+                if not 0 <= v <= MAX_TOKENS:
+                    raise TraceError(str(p), ln, name, _bad_tokens(v))
                 dst.append(v)
     finally:
         fh.close()
@@ -662,8 +681,8 @@ def load_azure_llm(path: str | Path) -> LengthTrace:
     order = np.argsort(a, kind="stable")
     return LengthTrace(
         (a - a.min())[order],
-        np.maximum(np.asarray(i)[order], 1),
-        np.maximum(np.asarray(o)[order], 1),
+        np.maximum(np.asarray(i, dtype=np.int32)[order], 1),
+        np.maximum(np.asarray(o, dtype=np.int32)[order], 1),
         p.name,
     )
 
@@ -688,14 +707,17 @@ def load_mooncake(path: str | Path) -> LengthTrace:
                 if k not in d:
                     raise TraceError(str(p), ln, k, "missing field")
             t.append(float(d["timestamp"]) / 1000.0)
-            i.append(int(d["input_length"]))
-            o.append(int(d["output_length"]))
+            for k, dst in (("input_length", i), ("output_length", o)):
+                v = int(d[k])
+                if not 0 <= v <= MAX_TOKENS:
+                    raise TraceError(str(p), ln, k, _bad_tokens(v))
+                dst.append(v)
     a = np.asarray(t)
     order = np.argsort(a, kind="stable")
     return LengthTrace(
         (a - a.min())[order],
-        np.maximum(np.asarray(i)[order], 1),
-        np.maximum(np.asarray(o)[order], 1),
+        np.maximum(np.asarray(i, dtype=np.int32)[order], 1),
+        np.maximum(np.asarray(o, dtype=np.int32)[order], 1),
         p.name,
     )
 
