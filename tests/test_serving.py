@@ -302,6 +302,28 @@ def test_slo_anchor_scoring() -> None:
         attainment(res, SLO(tbt=0.2))  # lags were measured against 0.1 s
 
 
+def test_slo_scoring_by_hand_and_in_chunks(monkeypatch: pytest.MonkeyPatch) -> None:
+    # hand-set outcomes (TTFT 10 s, TBT 0.1 s): lag is the worst delay behind
+    # t_first + n * TBT; "arrival" lets a fast first token bank slack for later tokens
+    import clustersim.serving.metrics as sm
+
+    mk = _market(Q7, [0.0] * 7, [10] * 7, [5] * 7)
+    res = simulate(mk, "dedicated", device="H800", instances=[1], tp=[1])
+    nan = math.nan
+    res.first_token[:] = [2.0, 2.0, 11.0, 2.0, nan, 9.0, 1.0]
+    res.finish[:] = [3.0, 3.0, 12.0, nan, nan, 10.0, 2.0]
+    res.max_lag[:] = [7.9, 8.1, nan, nan, nan, 0.5, -np.inf]
+    # 0: lag 7.9 <= slack 8 (arrival) but > 0 (strict); 1: lag beyond the slack;
+    # 2: first token too late; 3, 4: unfinished; 5: 0.5 <= slack 1; 6: never late
+    assert sm.slo_met(res).tolist() == [True, False, False, False, False, True, True]
+    strict = sm.slo_met(res, SLO(anchor="first_token")).tolist()
+    assert strict == [False, False, False, False, False, False, True]
+    monkeypatch.setattr(sm, "SLO_CHUNK", 2)  # the same answer scored two by two
+    assert sm.slo_met(res).tolist() == [True, False, False, False, False, True, True]
+    res.arrived = 5  # requests after the horizon never count
+    assert sm.slo_met(res).tolist() == [True, False, False, False, False, False, False]
+
+
 def test_empirical_load_latencies_are_drawn_with_the_rng() -> None:
     lm = LoadModel(tier="ssd", empirical=(2.5, 40.0))
     rng = np.random.default_rng(0)
