@@ -80,7 +80,12 @@ def main() -> None:
     inp, out = az.sample(len(t), rng)
     mk = Market(
         (MarketModel(a.cls, get_model(a.model)),),
-        Requests(t, np.zeros(len(t), dtype=np.int32), inp.astype(np.int32), out.astype(np.int32)),
+        Requests(
+            t,
+            np.zeros(len(t), dtype=np.int32),
+            inp.astype(np.int32, copy=False),
+            out.astype(np.int32, copy=False),
+        ),
         a.hours * 3600.0,
         f"ServeGen {a.cls}",
     )

@@ -240,3 +240,51 @@ def test_dedicated_replay_in_processes_equals_event_loop(
         assert np.array_equal(getattr(slow, f), getattr(fast, f), equal_nan=True), f
     busy = sorted(r.busy for r in fast.instances)
     assert busy == sorted(r.busy for r in slow.instances)
+
+
+def test_as_slice_only_for_even_steps() -> None:
+    from clustersim.serving.fastpath import _as_slice
+
+    assert _as_slice(np.array([4, 7, 10, 13])) == slice(4, 14, 3)
+    assert _as_slice(np.array([2, 3])) == slice(2, 4, 1)
+    for ids in ([4, 7, 11, 13], [4, 7, 9, 13], [5], [], [3, 3, 3], [9, 6, 3]):
+        a = np.array(ids, dtype=np.int64)
+        assert _as_slice(a) is a
+
+
+@pytest.mark.parametrize("processes", [1, 2])
+def test_one_model_round_robin_replay_uses_slices_and_equals_event_loop(
+    processes: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # one model on 3 engines: each engine's ids step by 3, so they gather and scatter
+    # through slices; results must equal the event loop's bit for bit
+    from clustersim.serving import Market, MarketModel, Requests, simulate
+    from clustersim.serving import fastpath as fp
+
+    seen: list[bool] = []
+    real = fp._as_slice
+
+    def spy(ids: np.ndarray) -> slice | np.ndarray:
+        out = real(ids)
+        seen.append(isinstance(out, slice))
+        return out
+
+    monkeypatch.setattr(fp, "_as_slice", spy)
+    rng = np.random.default_rng(11)
+    n = 2000
+    arr = np.cumsum(rng.exponential(0.01, n))
+    reqs = Requests(
+        arr,
+        np.zeros(n, dtype=np.int32),
+        rng.integers(1, 3000, n).astype(np.int32),
+        rng.integers(1, 400, n).astype(np.int32),
+    )
+    mk = Market((MarketModel("a", get_model("Qwen2.5-7B")),), reqs, float(arr[-1]), "rr")
+    kw = dict(device="H800", instances=[3], tp=[1], horizon=float(arr[-1]) * 0.9)
+    slow = simulate(mk, "dedicated", fast=False, **kw)  # type: ignore[arg-type]
+    fast = simulate(mk, "dedicated", fast=True, processes=processes, **kw)  # type: ignore[arg-type]
+    if processes == 1:  # (forked workers record in their own memory)
+        assert seen and all(seen)
+    assert np.isnan(slow.finish).any()  # the horizon cut some
+    for f in ("first_token", "finish", "max_lag", "max_gap", "preemptions", "served_by"):
+        assert np.array_equal(getattr(slow, f), getattr(fast, f), equal_nan=True), f

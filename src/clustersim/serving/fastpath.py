@@ -42,7 +42,7 @@ import numpy as np
 
 from clustersim.errors import SimulationError
 from clustersim.serving.perf import _NEVER, ModelCost, PerfParams
-from clustersim.serving.sharedmem import is_shared, shared_copy
+from clustersim.serving.sharedmem import is_shared, prefault, shared_copy
 
 __all__ = [
     "IndexedStream",
@@ -964,6 +964,24 @@ IndexedStream = tuple[ModelCost, PerfParams, float, float, float, np.ndarray, in
 """``(cost, perf, tbt, kv_cap, horizon, ids, owner)``: one engine's requests by id."""
 
 
+def _as_slice(ids: np.ndarray) -> slice | np.ndarray:
+    """``ids`` as a slice when they step evenly (round-robin engines of one model).
+
+    Strided slices gather and scatter several times faster than index arrays on 10^7
+    requests; other id sets are returned unchanged.
+    """
+    n = len(ids)
+    if n < 2:
+        return ids
+    first = int(ids[0])
+    step = int(ids[1]) - first
+    if step <= 0 or int(ids[-1]) != first + step * (n - 1):
+        return ids
+    if n > 2 and not bool(np.all(np.diff(ids) == step)):
+        return ids
+    return slice(first, first + step * (n - 1) + 1, step)
+
+
 def replay_into(
     streams: list[IndexedStream],
     src: tuple[np.ndarray, np.ndarray, np.ndarray],
@@ -990,20 +1008,27 @@ def replay_into(
     busy = shared_copy(np.zeros(len(streams))) if forking else np.zeros(len(streams))
 
     def scatter(j: int, r: StreamResult) -> None:
-        ids, owner = streams[j][5], streams[j][6]
+        ids, owner = _as_slice(streams[j][5]), streams[j][6]
         first[ids] = r.first_token
         fin[ids] = r.finish
         lag[ids] = r.max_lag
         gap[ids] = r.max_gap
         pre[ids] = r.preemptions
-        served[ids[~np.isnan(r.finish)]] = owner
+        done = ~np.isnan(r.finish)
+        if isinstance(ids, slice):
+            served[ids][done] = owner  # a basic slice is a view: this writes through
+        else:
+            served[ids[done]] = owner
         busy[j] = r.busy
 
     def job(j: int) -> StreamJob:
         cost, perf, tbt, cap, hz, ids, _ = streams[j]
-        return (cost, perf, tbt, cap, arrival[ids], prompt[ids], output[ids], hz)
+        sl = _as_slice(ids)
+        return (cost, perf, tbt, cap, arrival[sl], prompt[sl], output[sl], hz)
 
     def work(grp: list[int]) -> None:
+        if forking:  # every worker scatters over the whole id range: map it in bulk
+            prefault((*dst, busy))
         for j in grp:
             scatter(j, _run_reused(job(j)))
 
