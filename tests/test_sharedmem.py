@@ -8,7 +8,13 @@ import pickle
 import numpy as np
 import pytest
 
-from clustersim.serving.sharedmem import MIN_SHARED_BYTES, is_shared, shared_copy, shared_full
+from clustersim.serving.sharedmem import (
+    MIN_SHARED_BYTES,
+    is_shared,
+    prefault,
+    shared_copy,
+    shared_full,
+)
 
 
 def test_shared_full_and_copy_values_and_kind() -> None:
@@ -44,3 +50,21 @@ def test_forked_child_writes_are_seen_by_the_parent() -> None:
     p.start()
     p.join()
     assert private.tolist() == [0.0, 0.0, 0.0]  # copy-on-write: the parent sees nothing
+
+
+def _prefault_and_write(a: np.ndarray) -> None:
+    prefault([a, np.zeros(2)])  # the private array is skipped
+    a[::3] = 5.0
+
+
+def test_prefault_keeps_values_and_sharing() -> None:
+    # prefaulting maps pages, it must not change them; a child that prefaults then
+    # writes is still seen by the parent
+    a = shared_full(MIN_SHARED_BYTES // 8 * 3, 1.5)
+    prefault([a, a[10:20], np.ones(4)])
+    assert (a == 1.5).all()
+    p = mp.get_context("fork").Process(target=_prefault_and_write, args=(a,))
+    p.start()
+    p.join()
+    assert p.exitcode == 0
+    assert (a[::3] == 5.0).all() and (a[1::3] == 1.5).all()
