@@ -75,7 +75,7 @@ def main(argv: Sequence[str] | None = None) -> float:
     a = ap.parse_args(argv)
     tm = temporal_market(a.traces, 86, np.random.default_rng(a.seed))
     if a.scope == "cold_tail":
-        tm = tm.subset(tm.cold_tail(0.941), label="[cold tail]")
+        tm = tm.subset(tm.cold_tail(), label="[cold tail]")
     w = _window(a.window, tm.window)
     start = max(0.0, w * tm.window - a.warmup)
     mk = tm.span(start, (w + 1) * tm.window)

@@ -67,6 +67,7 @@ from clustersim.serving import (  # noqa: E402
     summary,
 )
 from clustersim.serving.temporal import (  # noqa: E402
+    COLD_TAIL_MODEL_SHARE,
     TemporalMarket,
     busiest_windows,
     repair_dedicated,
@@ -86,8 +87,6 @@ from experiments._points import PointResult, add_sweep_args, run_points  # noqa:
 TRACES = Path(__file__).resolve().parents[1].parent / "shared" / "traces"
 OKABE_ITO = ["#0072B2", "#E69F00", "#009E73", "#D55E00", "#CC79A7", "#56B4E9", "#F0E442"]
 POOLED = ["serverless", "multiplexed", "token_pooled", "hybrid_pooled"]
-TAIL_MODEL_SHARE = 0.941
-"""Aegaeon's cut: the 94.1 % least-requested models are the cold tail (literature §1.1)."""
 SCOPES = ("market", "cold_tail")
 INPUT_FILES = {
     "genai": ("alibaba-genai-2026-sd", "lora_request_trace.csv"),
@@ -220,7 +219,7 @@ def _tmarket(params: dict[str, Any]) -> TemporalMarket:
     if tkey not in _TMARKETS:
         full = _TMARKETS[key]
         _TMARKETS[tkey] = full.subset(
-            full.cold_tail(TAIL_MODEL_SHARE), label="[cold tail: 94.1 % least-requested models]"
+            full.cold_tail(), label="[cold tail: 94.1 % least-requested models]"
         )
     return _TMARKETS[tkey]
 
@@ -655,7 +654,7 @@ def _tail_summary(by_scope: dict[str, Any], infos: dict[str, Any]) -> dict[str, 
     tinfo = infos["cold_tail"]
     tp = pol["token_pooled"]
     out: dict[str, Any] = {
-        "rule": f"the {TAIL_MODEL_SHARE:.1%} least-requested models by daily mean rate "
+        "rule": f"the {COLD_TAIL_MODEL_SHARE:.1%} least-requested models by daily mean rate "
         "(Aegaeon's cut), with exactly their requests of the full market; dedicated and "
         "pooled sized as for the market, on the tail's own busiest windows",
         "market": tinfo,

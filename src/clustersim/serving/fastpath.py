@@ -1007,8 +1007,10 @@ def replay_into(
     first, fin, lag, gap, pre, served = dst
     busy = shared_copy(np.zeros(len(streams))) if forking else np.zeros(len(streams))
 
+    sel = [_as_slice(s[5]) for s in streams]  # each stream's ids, as a slice if they can be
+
     def scatter(j: int, r: StreamResult) -> None:
-        ids, owner = _as_slice(streams[j][5]), streams[j][6]
+        ids, owner = sel[j], streams[j][6]
         first[ids] = r.first_token
         fin[ids] = r.finish
         lag[ids] = r.max_lag
@@ -1022,8 +1024,8 @@ def replay_into(
         busy[j] = r.busy
 
     def job(j: int) -> StreamJob:
-        cost, perf, tbt, cap, hz, ids, _ = streams[j]
-        sl = _as_slice(ids)
+        cost, perf, tbt, cap, hz, _, _ = streams[j]
+        sl = sel[j]
         return (cost, perf, tbt, cap, arrival[sl], prompt[sl], output[sl], hz)
 
     def work(grp: list[int]) -> None:

@@ -14,6 +14,7 @@ thousands of small results stay ordinary arrays); :func:`shared_copy` always map
 from __future__ import annotations
 
 import mmap
+import sys
 from collections.abc import Sequence
 
 import numpy as np
@@ -54,13 +55,15 @@ def prefault(arrays: Sequence[np.ndarray]) -> None:
     per 4 KiB page it touches (its page tables start empty for shared mappings). Uses
     ``MADV_POPULATE_WRITE``; a no-op where the kernel or platform lacks it.
     """
+    if not sys.platform.startswith("linux"):  # the advice number is Linux's
+        return
     for a in arrays:
         mm = _owner(a)
         if mm is None:
             continue
         try:
             mm.madvise(MADV_POPULATE_WRITE)
-        except (OSError, ValueError, AttributeError):
+        except (OSError, ValueError):
             return  # not supported here: fault on demand as before
 
 

@@ -78,6 +78,7 @@ from clustersim.serving.workload import (
 )
 
 __all__ = [
+    "COLD_TAIL_MODEL_SHARE",
     "DAY",
     "TemporalMarket",
     "assign_client_days",
@@ -91,6 +92,9 @@ __all__ = [
 
 DAY = 86400.0
 """Seconds in the simulated day."""
+
+COLD_TAIL_MODEL_SHARE = 0.941
+"""Aegaeon's cut: the 94.1 % least-requested models are the market's cold tail."""
 
 CV_CLIP = (0.2, 10.0)
 """Bounds on a window's cv (as in ``calibrated_market``): Gamma shape 0.01..25."""
@@ -336,7 +340,7 @@ class TemporalMarket:
             keys=keys.copy(),
         )
 
-    def cold_tail(self, model_share: float = 0.941) -> list[int]:
+    def cold_tail(self, model_share: float = COLD_TAIL_MODEL_SHARE) -> list[int]:
         """Indices of the least-requested ``model_share`` of the models (Aegaeon's cut).
 
         Models ranked by daily mean rate, ascending (ties: higher index first, i.e. the
